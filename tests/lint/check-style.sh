@@ -13,8 +13,8 @@ report() { echo "style: $*"; bad=1; }
 files=$(git ls-files '*.c' '*.h' 2>/dev/null || find common proto coordinator worker client tests -name '*.[ch]')
 for f in $files; do
   [ -f "$f" ] || continue
-  # strip // comments and string literals crudely before matching
-  body=$(sed -e 's://.*$::' -e 's/"[^"]*"//g' "$f")
+  # strip comments and string literals before matching (line numbers are kept)
+  body=$(perl -0777 -pe 's{/\*.*?\*/}{my $c=$&; $c=~s/[^\n]//g; $c}gse; s{//[^\n]*}{}g; s{"(\\.|[^"\\\n])*"}{""}g' "$f")
   if echo "$body" | grep -nE '(^|[^_a-zA-Z0-9])(strcpy|strcat|sprintf|vsprintf|strtok|atoi|gmtime|localtime)[[:space:]]*\(' >/dev/null; then
     report "$f uses a banned function: $(echo "$body" | grep -nE '(^|[^_a-zA-Z0-9])(strcpy|strcat|sprintf|vsprintf|strtok|atoi|gmtime|localtime)[[:space:]]*\(' | head -3)"
   fi

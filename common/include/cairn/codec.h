@@ -29,7 +29,7 @@
 #define CAIRN_CODEC_HEADER_BYTES 24
 #define CAIRN_CODEC_TAG_BYTES 16
 #define CAIRN_CODEC_FLAG_ZSTD 0x01
-/* Largest plaintext a chunk may carry (a memory image or manifest uses the same chunker, so 256 KiB). */
+/* Largest plaintext a chunk may carry: 4x the chunker maximum, room for other producers (raw frames). */
 #define CAIRN_CODEC_MAX_PLAIN (1u << 20)
 #define CAIRN_CODEC_DEFAULT_LEVEL 3
 

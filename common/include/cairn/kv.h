@@ -9,8 +9,9 @@
  * cairn_kv_sync() makes everything written so far durable.
  *
  * Errors: RocksDB "Corruption" statuses become CAIRN_ECORRUPT, missing keys
- * CAIRN_ENOTFOUND, lock/IO failures CAIRN_EIO (message carries RocksDB's text,
- * which never contains values).
+ * CAIRN_ENOTFOUND, a database already opened (its LOCK file held, by another
+ * process or another open in this one) CAIRN_EBUSY, other IO failures CAIRN_EIO
+ * (message carries RocksDB's text, which never contains values).
  *
  * Thread-safety: a struct cairn_kv may be used by many threads at once (RocksDB
  * guarantees this); batches and iterators belong to one thread.
@@ -50,7 +51,15 @@ void cairn_kv_batch_destroy(struct cairn_kv_batch **b);
 /* Iterate keys starting with prefix (plen may be 0: everything), in key order. */
 int cairn_kv_iter_new(struct cairn_kv *kv, const void *prefix, size_t plen, struct cairn_kv_iter **out);
 /*
- * Advance: returns CAIRN_OK with *key/*val pointing into the iterator (valid until
+ * Same, but RocksDB's own checksums are not verified, so a value whose bytes were
+ * damaged on disk is returned as is instead of ending the iteration with an
+ * error. Only for callers that verify every value themselves (the keyless chunk
+ * scrub): it lets one damaged record be counted and the scan go on.
+ */
+int cairn_kv_iter_new_unverified(struct cairn_kv *kv, const void *prefix, size_t plen,
+                                 struct cairn_kv_iter **out);
+/*
+ * Advance: returns CAIRN_OK with *key and *val pointing into the iterator (valid until
  * the next call) and *done = false, or *done = true at the end; CAIRN_ECORRUPT/EIO on errors.
  */
 int cairn_kv_iter_next(struct cairn_kv_iter *it, const uint8_t **key, size_t *klen,

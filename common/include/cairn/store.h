@@ -42,6 +42,11 @@ int cairn_store_put_chunk(struct cairn_store *s, struct cairn_codec *c, const st
 /* Store an already-encoded value under (domain_id, id) (replication; verified first). */
 int cairn_store_put_raw(struct cairn_store *s, const uint8_t domain_id[CAIRN_DOMAIN_ID_BYTES],
                         const uint8_t id[CAIRN_CHUNK_ID_BYTES], const uint8_t *stored, size_t len);
+/*
+ * Exact existence test. May have to read the value (large values live in blob
+ * files), so a damaged chunk can answer CAIRN_ECORRUPT (naming the chunk): it
+ * needs repair. put_chunk treats such a chunk as absent and writes a fresh copy.
+ */
 int cairn_store_has_chunk(struct cairn_store *s, const uint8_t domain_id[CAIRN_DOMAIN_ID_BYTES],
                           const uint8_t id[CAIRN_CHUNK_ID_BYTES], bool *found);
 /*
