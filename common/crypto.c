@@ -341,3 +341,19 @@ void cairn_random_bytes(void *out, size_t n)
 {
     randombytes_buf(out, n);
 }
+
+void cairn_token_hash(const uint8_t *token, size_t len, uint8_t out[CAIRN_TOKEN_HASH_BYTES])
+{
+    static const char label[] = "cairn token v1";
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, NULL, 0, CAIRN_TOKEN_HASH_BYTES);
+    crypto_generichash_update(&st, (const uint8_t *)label, sizeof(label) - 1);
+    crypto_generichash_update(&st, token, len);
+    crypto_generichash_final(&st, out, CAIRN_TOKEN_HASH_BYTES);
+    sodium_memzero(&st, sizeof(st));
+}
+
+bool cairn_const_equal(const uint8_t *a, const uint8_t *b, size_t len)
+{
+    return sodium_memcmp(a, b, len) == 0;
+}

@@ -94,6 +94,12 @@ int cairn_dek_unwrap(const uint8_t *csek, size_t csek_len, const char *image_id,
 #define CAIRN_CHECKSUM_BYTES 16
 void cairn_checksum(const uint8_t *data, size_t len, uint8_t out[CAIRN_CHECKSUM_BYTES]);
 
+/* Tokens (app and admin tokens): the coordinator keeps only BLAKE2b-256("cairn token v1" || token). */
+#define CAIRN_TOKEN_HASH_BYTES 32
+void cairn_token_hash(const uint8_t *token, size_t len, uint8_t out[CAIRN_TOKEN_HASH_BYTES]);
+/* Constant-time comparison of two equal-length byte strings. */
+bool cairn_const_equal(const uint8_t *a, const uint8_t *b, size_t len);
+
 /* Random bytes (not secret: ids, nonces). */
 void cairn_random_bytes(void *out, size_t n);
 

@@ -41,13 +41,14 @@
     X(EEXPIRED, 17, "expired")                                            \
     X(ECANCELED, 18, "canceled")                                          \
     X(EBUSY, 19, "busy")                                                  \
-    X(EINTERNAL, 20, "internal error")
+    X(EINTERNAL, 20, "internal error")                                    \
+    X(EUNAVAILABLE, 21, "unavailable")
 
 enum cairn_err {
 #define CAIRN_ERR_ENUM_(name, num, desc) CAIRN_##name = num,
     CAIRN_ERRORS(CAIRN_ERR_ENUM_)
 #undef CAIRN_ERR_ENUM_
-    CAIRN_ERR__STABLE_LIMIT = 21 /* never use as a code */
+    CAIRN_ERR__STABLE_LIMIT = 22 /* never use as a code */
 };
 
 /* Symbolic name, e.g. "ECORRUPT"; "EUNKNOWN" for numbers not in the table. Static string. */

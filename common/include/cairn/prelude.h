@@ -19,6 +19,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#define CAIRN_VERSION "0.1.0"
+
 #define CAIRN_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define CAIRN_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define CAIRN_MAX(a, b) ((a) > (b) ? (a) : (b))
