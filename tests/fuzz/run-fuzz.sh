@@ -2,8 +2,9 @@
 # run-fuzz.sh SRC_DIR OUT_DIR: build every tests/fuzz/fuzz_*.c as a libFuzzer target and run each
 # for a bounded time (ctest test fuzz.decoders).
 #
-# - common/*.c are compiled once (ASan + UBSan + libFuzzer coverage) into OUT_DIR/libcairn_fuzz.a and
-#   every target links against that archive, so only the objects a target needs are pulled in.
+# - common/*.c and proto/proto.c (the codec; not the ZeroMQ transport) are compiled once (ASan + UBSan +
+#   libFuzzer coverage) into OUT_DIR/libcairn_fuzz.a and every target links against that archive, so only
+#   the objects a target needs are pulled in.
 # - Each target runs on a copy of tests/fuzz/corpus/<name without fuzz_>/ in OUT_DIR (libFuzzer adds
 #   the inputs it finds there), so the source tree is never written. Crash inputs are saved as
 #   OUT_DIR/artifacts/<name>-crash-*.
@@ -38,8 +39,8 @@ rm -rf "$out/obj" "$out/bin" "$out/corpus" "$out/log"
 mkdir -p "$out/obj" "$out/bin" "$out/corpus" "$out/log" "$out/artifacts" || exit 1
 
 cflags=(-g -O1 -fno-omit-frame-pointer -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -std=gnu11
-        -I"$src/common/include" -fsanitize=address,undefined -fno-sanitize-recover=undefined)
-if ! pkgs=$(pkg-config --libs rocksdb libsodium libzstd 2>&1); then
+        -I"$src/common/include" -I"$src/proto/include" -fsanitize=address,undefined -fno-sanitize-recover=undefined)
+if ! pkgs=$(pkg-config --libs rocksdb libsodium libzstd msgpack 2>&1); then
   echo "fuzz: FAILED: pkg-config cannot find the libraries of common/: $pkgs"
   exit 1
 fi
@@ -62,9 +63,11 @@ fi
 rm -rf "$probe_dir"
 
 # 1. common/ once, into an archive
-echo "fuzz: compiling common/ ($(ls "$src"/common/*.c | wc -l) files)"
+fuzz_sources=("$src"/common/*.c)
+[ -f "$src/proto/proto.c" ] && fuzz_sources+=("$src/proto/proto.c")
+echo "fuzz: compiling common/ and the proto codec (${#fuzz_sources[@]} files)"
 export cc out
-printf '%s\n' "$src"/common/*.c | CFLAGS_STR="${cflags[*]}" xargs -P "$jobs" -I{} sh -c '
+printf '%s\n' "${fuzz_sources[@]}" | CFLAGS_STR="${cflags[*]}" xargs -P "$jobs" -I{} sh -c '
   f="$1"; o="$out/obj/$(basename "$f" .c).o"
   $cc $CFLAGS_STR -fsanitize=fuzzer-no-link -c "$f" -o "$o" 2>"$o.log" || { echo "fuzz: FAILED to compile $f:"; cat "$o.log"; exit 1; }
 ' sh {}
