@@ -15,7 +15,7 @@
 
 /* mkdtemp under the test tmp root; caller frees the string (free) and calls tu_rmrf. */
 char *tu_tempdir(const char *tag);
-/* rm -rf path (no symlink following). */
+/* rm -rf path (no symlink following, any depth, single-quoted: no quotes in path). */
 void tu_rmrf(const char *path);
 /* Deterministic pseudo-random bytes (xorshift64*), seeded. */
 void tu_fill_random(uint64_t *state, void *buf, size_t n);

@@ -1,0 +1,88 @@
+/*
+ * tree_internal.h: helpers shared by tree.c, tree_capture.c and
+ * tree_materialize.c. Not a public header (not under include/).
+ *
+ * Directory chain: the open directory fds from a root fd down to the current
+ * directory, with the current directory's path relative to the root. Every
+ * component is opened with openat(parent, name, O_DIRECTORY | O_NOFOLLOW), so a
+ * chain never leaves its root through a symlink and works at any depth (paths
+ * longer than PATH_MAX). Only the deepest CAIRN__DIRCHAIN_WINDOW levels (and
+ * the root) keep their fd open; popping back to a level whose fd was closed
+ * reopens it with openat(child, "..") and checks that (st_dev, st_ino) is the
+ * directory first opened there (ESTALE otherwise), so fd use stays bounded and
+ * going back up costs O(1).
+ *
+ * Functions returning int here return 0 or a positive errno value (ELOOP or
+ * ENOTDIR when a component is a symlink or not a directory, ENOENT, ENOMEM,
+ * ESTALE, ...): callers turn them into cairn codes with a message that names
+ * the entry.
+ */
+#ifndef CAIRN_TREE_INTERNAL_H
+#define CAIRN_TREE_INTERNAL_H
+
+#include "cairn/prelude.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#define CAIRN__DIRCHAIN_WINDOW 32
+
+struct cairn__dirlevel {
+    int fd;          /* -1 when closed by the window */
+    dev_t dev;
+    ino_t ino;
+    size_t path_len; /* length of the chain path at this level */
+};
+
+struct cairn__dirchain {
+    struct cairn__dirlevel *lv;
+    size_t cap;
+    size_t depth;    /* index of the top level; 0 = root */
+    char *path;      /* NUL-terminated; "" at the root, else "a/b/c" */
+    size_t path_len, path_cap;
+    bool own_root;   /* close the root fd on release */
+};
+
+/* Start a chain at rootfd (borrowed unless own_root). */
+int cairn__dirchain_init(struct cairn__dirchain *c, int rootfd, bool own_root);
+void cairn__dirchain_release(struct cairn__dirchain *c);
+static inline int cairn__dirchain_fd(const struct cairn__dirchain *c) { return c->lv[c->depth].fd; }
+/* Open the component name[0..len) below the top and make it the top. */
+int cairn__dirchain_push(struct cairn__dirchain *c, const char *name, size_t len);
+/* Same with a directory the caller opened already (fd taken, even on failure). */
+int cairn__dirchain_push_fd(struct cairn__dirchain *c, const char *name, size_t len, int fd,
+                            const struct stat *st);
+int cairn__dirchain_pop(struct cairn__dirchain *c);
+/*
+ * Make the chain's path equal to dir[0..len) (a '/'-separated relative path,
+ * "" for the root): pops to the common prefix, then pushes the rest. On
+ * failure the chain is left at some valid prefix.
+ */
+int cairn__dirchain_goto(struct cairn__dirchain *c, const char *dir, size_t len);
+
+/* The names of a directory (without "." and ".."), read in one go. */
+struct cairn__names {
+    char *buf;       /* name\0name\0... */
+    size_t len, cap;
+    size_t *off;
+    size_t n, off_cap;
+};
+int cairn__names_read(int dirfd, struct cairn__names *out); /* out is reset first */
+void cairn__names_release(struct cairn__names *n);
+static inline const char *cairn__names_at(const struct cairn__names *n, size_t i) { return n->buf + n->off[i]; }
+
+/* Delete everything inside the directory dirfd (recursively, never following symlinks). */
+int cairn__dir_empty(int dirfd);
+/* Delete dirfd/name whatever it is (recursively for a directory). ENOENT when absent. */
+int cairn__remove_at(int dirfd, const char *name);
+
+/* "/proc/self/fd/<dirfd>/<name>": the l*xattr path of an entry without an fd of its own. */
+static inline int cairn__proc_path(char *buf, size_t cap, int dirfd, const char *name)
+{
+    int n = snprintf(buf, cap, "/proc/self/fd/%d/%s", dirfd, name);
+    return n < 0 || (size_t)n >= cap ? ENAMETOOLONG : 0;
+}
+
+#endif
