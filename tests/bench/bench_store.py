@@ -82,14 +82,15 @@ def make_tree(tree):
 def edit_files(tree, undo_log=None, seed=42):
     """Overwrite 64 bytes at a random offset in 1 % of the non-empty regular files (deterministic)."""
     files = []
-    for d, _, names in os.walk(os.path.join(tree, "usr")):
+    base = os.path.join(tree, "usr") if os.path.isdir(os.path.join(tree, "usr")) else tree
+    for d, _, names in os.walk(base):
         for n in names:
             p = os.path.join(d, n)
             if os.path.isfile(p) and not os.path.islink(p) and os.path.getsize(p) > 0:
                 files.append(p)
     files.sort()
     rnd = random.Random(seed)
-    chosen = rnd.sample(files, max(1, len(files) // 100))
+    chosen = rnd.sample(files, min(len(files), max(1, len(files) // 100)))
     saved = []
     for p in chosen:
         size = os.path.getsize(p)
@@ -156,17 +157,6 @@ def run_tool(name, work, tree, cs, reps, shm, log):
         res["first"].append(r)
         res["size"].append(du(t.repo))
         log(f"  {name} rep {rep + 1}: first {r['wall']:.2f} s, {r['cpu']:.1f} CPU s, {r['rss_mib']:.0f} MiB")
-        if incr:
-            saved = edit_files(tree)
-            try:
-                warm(tree)
-                sh("sync")
-                r = timed(incr if name != "borg" else incr, env=t.env)
-                res["incr"].append(r)
-                res["size2"].append(du(t.repo))
-                log(f"  {name} rep {rep + 1}: incremental {r['wall']:.2f} s")
-            finally:
-                undo_edits(saved)
         for kind, target in (("restore_tmpfs", os.path.join(shm, "r")), ("restore_disk", os.path.join(work, "restore"))):
             fresh(target)
             if name == "cairn":
@@ -174,7 +164,7 @@ def run_tool(name, work, tree, cs, reps, shm, log):
                 snaps = json.loads(ids)["snapshots"]
                 cmd = f"{cs} restore {t.repo} {snaps[0]['id']} {target}/t --quiet"
             elif name == "restic":
-                cmd = f"restic -r {t.repo} restore -q latest --target {target}"
+                cmd = f"restic -r {t.repo} restore -q latest --target {target}"  # the only snapshot so far
             elif name == "borg":
                 cmd = f"cd {target} && borg extract {t.repo}::a1"
             else:
@@ -192,6 +182,17 @@ def run_tool(name, work, tree, cs, reps, shm, log):
                 if rc.returncode != 0:
                     raise RuntimeError(f"{name} {kind}: restored tree differs:\n{rc.stdout.decode()[:2000]}")
             shutil.rmtree(target, ignore_errors=True)
+        if incr:
+            saved = edit_files(tree)
+            try:
+                warm(tree)
+                sh("sync")
+                r = timed(incr if name != "borg" else incr, env=t.env)
+                res["incr"].append(r)
+                res["size2"].append(du(t.repo))
+                log(f"  {name} rep {rep + 1}: incremental {r['wall']:.2f} s")
+            finally:
+                undo_edits(saved)
     shutil.rmtree(t.repo, ignore_errors=True)
     return res
 
@@ -244,7 +245,7 @@ def write_report(a, results, size, tree):
     for name, r in results.items():
         first = med(r["first"], "wall")
         rows.append({
-            "tool": {"cairn": "cairn-store (zstd 3, 2 threads)", "tar": "tar | zstd -1 -T0",
+            "tool": {"cairn": "cairn-store (zstd 3, all cores)", "tar": "tar \\| zstd -1 -T0 (no dedup, no encryption)",
                      "restic": "restic 0.14 (zstd auto)", "borg": "borg 1.2 (lz4, repokey-blake2)"}[name],
             "first_s": first, "first_mbs": mbs(first), "first_cpu": med(r["first"], "cpu"),
             "first_rss": max((x["rss_mib"] for x in r["first"]), default=None),
@@ -262,8 +263,10 @@ def write_report(a, results, size, tree):
         "",
         f"- Machine: {os.cpu_count()} cores ({cpu}), {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB RAM, "
         f"kernel {platform.release()}, {subprocess.check_output(['findmnt', '-no', 'FSTYPE', '-T', a.work]).decode().strip()} for disk steps, tmpfs for tmpfs restores.",
-        f"- Command: `python3 tests/bench/bench_store.py --reps {a.reps}` (tree {size / 1e6:.0f} MB: {', '.join(SOURCES)} copied, "
-        "plus 256 MiB random and 256 MiB memory-like blobs; median of the reps, fresh repository each rep, page cache warm, "
+        f"- Command: `python3 tests/bench/bench_store.py --reps {a.reps}{' --tree ' + a.tree if a.tree else ''}` "
+        + (f"(tree {size / 1e6:.0f} MB: {', '.join(SOURCES)} copied, plus 256 MiB random and 256 MiB memory-like blobs; "
+           if not a.tree else f"(tree {a.tree}, {size / 1e6:.0f} MB; ")
+        + "median of the reps, fresh repository each rep, page cache warm, "
         "`sync` inside the timing of disk writes; incremental = 1 % of files edited by 64 bytes).",
         "",
         "| tool | first capture s | MB/s | CPU s | peak RSS MiB | incremental s | restore tmpfs s | MB/s | restore disk+sync s | MB/s | restore RSS MiB | stored MB | ratio | +MB after 1 % edit |",
@@ -290,7 +293,7 @@ def write_report(a, results, size, tree):
             lines.append(target("restore to tmpfs vs restic", c["rt_mbs"] / rr["rt_mbs"], 1.5))
             lines.append(target("stored size vs restic", c["size"] / rr["size"], 1.10, better_high=False))
         if "tar" in by:
-            lines.append(target("capture vs tar | zstd -1 -T0", c["first_mbs"] / by["tar"]["first_mbs"], 0.8))
+            lines.append(target("capture vs tar \\| zstd -1 -T0", c["first_mbs"] / by["tar"]["first_mbs"], 0.8))
         lines.append(target("peak RSS MiB (capture/restore)", max(c["first_rss"], c["restore_rss"]), 256, better_high=False))
     block = "\n".join(lines) + "\n"
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
