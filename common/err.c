@@ -32,12 +32,16 @@ const char *cairn_strerror(int code)
     return "unknown error";
 }
 
+/* Messages are formatted into a local buffer first: callers may pass cairn_err_msg() itself as an
+   argument (to prefix context to the previous message), which must not alias the destination. */
 int cairn_err_set(int code, const char *fmt, ...)
 {
+    char tmp[sizeof(err_msg)];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err_msg, sizeof(err_msg), fmt, ap);
+    vsnprintf(tmp, sizeof(tmp), fmt, ap);
     va_end(ap);
+    memcpy(err_msg, tmp, sizeof(err_msg));
     err_code = code;
     return code;
 }
@@ -49,7 +53,9 @@ int cairn_err_set_errno(int code, int errnum, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(head, sizeof(head), fmt, ap);
     va_end(ap);
-    snprintf(err_msg, sizeof(err_msg), "%s: %s", head, strerror(errnum));
+    char tmp[sizeof(err_msg)];
+    snprintf(tmp, sizeof(tmp), "%s: %s", head, strerror(errnum));
+    memcpy(err_msg, tmp, sizeof(err_msg));
     err_code = code;
     return code;
 }

@@ -1,59 +1,61 @@
 #!/usr/bin/env bash
-# The main command (README): sets everything up and walks through cairn's storage core on real data.
-#   bash deploy/demo.sh [SRC] [--dir DIR]
-# Installs dependencies, builds, then: snapshots SRC (default /usr/share) into a fresh local store,
-# snapshots it again (dedup: nothing new is stored), restores it, checks the restored tree is identical,
-# verifies the store, and prints sizes and speeds. The store stays in DIR (default ./var/demo) to explore
-# with build/client/cairn-store; rerunning the demo replaces it.
+# The main command (README): on a fresh Debian 12 machine, sets everything up and walks through a
+# local cairn cluster.
+#   bash deploy/demo.sh [--dir DIR] [--workers N] [--base-port P]
+# Installs dependencies, builds, brings up one coordinator and N (default 3) workers on loopback under
+# DIR (default ./var/cluster) with CURVE keys and allow-lists, then: shows `cairn cluster status`,
+# runs a job round trip, stores 8 MB of data on one worker and shows each chunk landing on the R
+# workers rendezvous hashing picks, and prints the export lines to keep using the cluster.
+# The cluster keeps running afterwards: `deploy/local-cluster.sh down --dir DIR` stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SRC=/usr/share
-DIR=var/demo
+DIR=var/cluster
+WORKERS=3
+PORT=17300
 while [ $# -gt 0 ]; do
   case "$1" in
     --dir) DIR=$2; shift 2 ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
-    *) SRC=$1; shift ;;
+    --workers) WORKERS=$2; shift 2 ;;
+    --base-port) PORT=$2; shift 2 ;;
+    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "demo.sh: unknown argument '$1'" >&2; exit 1 ;;
   esac
 done
+step() { printf '\n== %s\n' "$*"; }
+
+step "installing dependencies and building"
 bash deploy/install-deps.sh >/dev/null
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$(nproc)" >/dev/null
-CS=build/client/cairn-store
+export PATH="$PWD/build/client:$PATH"
 
-rm -rf "$DIR"; mkdir -p "$DIR"
-STORE=$DIR/store
-step() { printf '\n== %s\n' "$*"; }
-mb() { awk -v b="$1" 'BEGIN { printf "%.1f MB", b / 1e6 }'; }
+step "deploy/local-cluster.sh up --workers $WORKERS --dir $DIR --base-port $PORT"
+eval "$(deploy/local-cluster.sh up --workers "$WORKERS" --dir "$DIR" --base-port "$PORT")"
+deploy/local-cluster.sh env --dir "$DIR"
 
-step "source: $SRC"
-src_bytes=$(du -sb --apparent-size "$SRC" | cut -f1)
-echo "$(find "$SRC" | wc -l) entries, $(mb "$src_bytes")"
+step "cairn cluster status"
+cairn cluster status
 
-step "cairn-store init $STORE"
-$CS init "$STORE"
+step "cairn ping"
+cairn ping
 
-step "cairn-store capture $STORE $SRC   (chunk, dedup, zstd, XChaCha20-Poly1305, RocksDB; all cores)"
-ID=$($CS capture "$STORE" "$SRC")
-echo "snapshot id: $ID"
-stored=$(du -sb "$STORE/db" | cut -f1)
-echo "store on disk: $(mb "$stored") for $(mb "$src_bytes") of source ($(awk -v a="$src_bytes" -v b="$stored" 'BEGIN{printf "%.2fx", a/b}') smaller)"
+step "a job round trip: cairn job submit noop --wait"
+cairn job submit noop --wait
 
-step "capture again: unchanged data is deduplicated"
-ID2=$($CS capture "$STORE" "$SRC")
-echo "snapshot id: $ID2; store on disk now $(mb "$(du -sb "$STORE/db" | cut -f1)")"
+step "1,000 no-op jobs, 32 in flight (state persisted by the coordinator)"
+cairn job submit noop --count 1000 --window 32
 
-step "cairn-store restore $STORE $ID $DIR/restored"
-$CS restore "$STORE" "$ID" "$DIR/restored"
+step "store 8 MB on worker w1: chunked, encrypted, replicated to R workers by rendezvous hashing"
+cairn job submit ingest --param bytes=8000000 --param seed=42 --worker w1 --wait
 
-step "compare source and restored tree"
-if diff -r --no-dereference "$SRC" "$DIR/restored" >/dev/null 2>&1; then
-  echo "identical contents"
-else
-  echo "DIFFERENT (if $SRC changed during the demo this is expected)"; exit 1
-fi
+step "cairn cluster status (chunk counts per worker)"
+cairn cluster status
 
-step "cairn-store ls / verify"
-$CS ls "$STORE"
-$CS verify "$STORE"
-printf '\ndone: the store is in %s; try: %s ls %s\n' "$DIR" "$CS" "$STORE"
+cat <<EOT
+
+The cluster is still running. To use it from this shell:
+  eval "\$(deploy/local-cluster.sh env --dir $DIR)"; export PATH="$PWD/build/client:\$PATH"
+  cairn cluster status --json
+Stop it with:
+  deploy/local-cluster.sh down --dir $DIR
+EOT

@@ -45,6 +45,9 @@ static void test_message_per_thread(void **state)
     pthread_join(t, NULL);
     assert_string_equal(cairn_err_msg(), "chunk ab12 bad");
     assert_int_equal(cairn_err_code(), CAIRN_ECORRUPT);
+    /* adding context to the previous message, with the message itself as an argument */
+    cairn_err_set(CAIRN_EIO, "snapshot 'x': %s", cairn_err_msg());
+    assert_string_equal(cairn_err_msg(), "snapshot 'x': chunk ab12 bad");
     cairn_err_clear();
     assert_string_equal(cairn_err_msg(), "");
 }

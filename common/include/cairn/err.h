@@ -58,7 +58,8 @@ const char *cairn_strerror(int code);
 
 /*
  * Set this thread's detail message and return code (so `return cairn_err_set(...)` works).
- * The message is truncated at 1024 bytes.
+ * The message is truncated at 1024 bytes. cairn_err_msg() may be an argument (to add context to
+ * the previous message).
  */
 int cairn_err_set(int code, const char *fmt, ...) CAIRN_PRINTF(2, 3);
 /* Same, appending ": <strerror(errnum)>" of an OS errno. */

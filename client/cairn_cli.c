@@ -1,0 +1,845 @@
+/*
+ * cairn: the command-line client of a cairn cluster (DESIGN §7), a thin layer
+ * over libcairn (cairn/cairn.h).
+ *
+ * Why it looks like this
+ *   - noun-verb commands; every option, and --json, is accepted anywhere on the
+ *     line (before or after the command words), so scripts can prepend flags.
+ *   - Output contract (DESIGN §7, cluster.md): without --json, a created
+ *     object's id (or the one value asked for) alone on stdout's last line and
+ *     errors as "cairn: NAME: message" on stderr; with --json exactly one JSON
+ *     object on stdout, errors as {"error": {"code", "name", "message"}}.
+ *     Exit status 0, or the cairn error number (cairn/err.h).
+ *   - The cluster is found through CAIRN_* variables (libcairn reads them);
+ *     commands that need no cluster (keygen, help) never look at them.
+ *   - Commands of later issues (image, sandbox, snapshot) are left out of the
+ *     usage text until they exist; invoking one says so with EUNSUPPORTED (11).
+ *
+ * --wait: `--wait` alone waits until the job finished; `--wait MS` (digits:
+ * milliseconds) or `--wait 30s` (a duration, cairn/config.h) bounds the wait.
+ */
+#include "cairn/prelude.h"
+
+#include "cairn/cairn.h"
+
+#include "cairn/alloc.h"
+#include "cairn/bytes.h"
+#include "cairn/config.h"
+#include "client_json.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_WORDS 8
+
+enum opt_bits {
+    O_OUT = 1 << 0,
+    O_PUBLIC = 1 << 1,
+    O_FORCE = 1 << 2,
+    O_TOKEN_OUT = 1 << 3,
+    O_PARAM = 1 << 4,
+    O_WORKER = 1 << 5,
+    O_WAIT = 1 << 6,
+    O_REQ_ID = 1 << 7,
+    O_COUNT = 1 << 8,
+};
+
+struct cli {
+    bool json;
+    bool help;
+    unsigned used; /* enum opt_bits given */
+    const char *words[MAX_WORDS];
+    size_t nwords;
+    const char *out, *token_out, *worker, *req_id, *timeout, *count, *window;
+    bool wait;
+    const char *wait_val; /* NULL: until finished */
+    struct cairn_params *params;
+    char cmd[64]; /* "job submit", for messages */
+};
+
+static const char usage_text[] =
+    "usage: cairn [--json] [--timeout MS] COMMAND [ARGS]\n"
+    "\n"
+    "  keygen --out FILE [--force]          write a new key pair file (mode 0600); prints its public key\n"
+    "  keygen --public KEYPAIR [OUT]        print the public key of a key pair file; write it to OUT if given\n"
+    "  ping                                 check that the coordinator answers (no app needed)\n"
+    "  cluster status                       workers: id, addr, alive, chunks, bytes, sandboxes, last seen\n"
+    "  app create NAME [--token-out FILE]   admin: create an app; prints its token (hex), or writes it\n"
+    "                                       to FILE (mode 0600)\n"
+    "  job submit KIND [--param k=v]... [--param-str k=v]... [--worker W] [--req-id R] [--wait [MS]]\n"
+    "                                       start a job; prints its id, or its result with --wait\n"
+    "  job submit KIND --count N [--window W] [--param k=v]...\n"
+    "                                       N jobs, W in flight (default 16), each waited for; prints\n"
+    "                                       jobs/s and latencies (the dispatch benchmark)\n"
+    "  job get JOB [--wait [MS]]            state of a job (and its result once it succeeded)\n"
+    "  admin clock advance DUR              admin, test clusters: move the coordinator's clock (29d, 12h)\n"
+    "\n"
+    "  --json            print exactly one JSON object on stdout (errors too); accepted anywhere\n"
+    "  --param k=v       123 is a number, true/false a bool, [a,b] an array of strings, else a string;\n"
+    "                    --param-str k=v always a string\n"
+    "  --wait [MS]       wait until the job finished; MS (or 30s, 2m) bounds the wait\n"
+    "  --timeout MS      per-call deadline (default CAIRN_TIMEOUT_MS or 10000)\n"
+    "\n"
+    "environment (printed by `deploy/local-cluster.sh up`): CAIRN_COORDINATOR, CAIRN_COORDINATOR_KEY,\n"
+    "CAIRN_CLIENT_KEY, CAIRN_APP, CAIRN_TOKEN_FILE (or CAIRN_TOKEN), CAIRN_ADMIN_TOKEN_FILE, CAIRN_TIMEOUT_MS\n"
+    "exit status: 0, or the cairn error number (1 EINVAL, 5 ENOTFOUND, 6 EEXIST, 7 EAUTH, 11 EUNSUPPORTED,\n"
+    "12 EPERM, 14 ETIMEDOUT, 21 EUNAVAILABLE, ...)\n";
+
+/* ---- output ---------------------------------------------------------------------------------- */
+
+/*
+ * Print a JSON buffer as one line on stdout and return exit_rc; build_rc is the
+ * first error of building it (then nothing is printed and that error is returned).
+ */
+static int emit_json_rc(struct cairn_buf *b, int build_rc, int exit_rc)
+{
+    int rc = build_rc ? build_rc : cairn__json_finish(b);
+    if (rc == CAIRN_OK) {
+        fwrite(b->data, 1, b->len, stdout);
+        fputc('\n', stdout);
+    }
+    if (b->data)
+        explicit_bzero(b->data, b->cap); /* may hold a token */
+    cairn_buf_release(b);
+    if (rc != CAIRN_OK) {
+        fprintf(stderr, "cairn: %s: cannot format the output: %s\n", cairn_err_name(rc), cairn_err_msg());
+        return rc;
+    }
+    return exit_rc;
+}
+
+static int emit_json(struct cairn_buf *b, int build_rc) { return emit_json_rc(b, build_rc, CAIRN_OK); }
+
+/* Write the "error" member (no braces). */
+static int json_error_member(struct cairn_buf *b, int code, const char *msg, bool first)
+{
+    int rc = cairn__json_key(b, "error", first);
+    rc = rc ? rc : cairn__json_raw(b, "{");
+    rc = rc ? rc : cairn__json_key(b, "code", true);
+    rc = rc ? rc : cairn__json_i64(b, code);
+    rc = rc ? rc : cairn__json_key(b, "name", false);
+    rc = rc ? rc : cairn__json_cstr(b, cairn_err_name(code));
+    rc = rc ? rc : cairn__json_key(b, "message", false);
+    rc = rc ? rc : cairn__json_cstr(b, msg);
+    return rc ? rc : cairn__json_raw(b, "}");
+}
+
+/* Report an error and return the exit status. */
+static int fail_msg(const struct cli *cl, int code, const char *msg)
+{
+    if (code == CAIRN_OK)
+        code = CAIRN_EINTERNAL;
+    if (!msg || !*msg)
+        msg = cairn_strerror(code);
+    if (cl && cl->json) {
+        struct cairn_buf b;
+        cairn_buf_init(&b, 0);
+        int rc = cairn__json_raw(&b, "{");
+        rc = rc ? rc : json_error_member(&b, code, msg, true);
+        rc = rc ? rc : cairn__json_raw(&b, "}");
+        if (rc == CAIRN_OK)
+            return emit_json_rc(&b, rc, code);
+        cairn_buf_release(&b);
+    }
+    fprintf(stderr, "cairn: %s: %s\n", cairn_err_name(code), msg);
+    return code;
+}
+
+static int fail(const struct cli *cl, int code) { return fail_msg(cl, code, cairn_err_msg()); }
+
+static int failf(const struct cli *cl, int code, const char *fmt, ...) CAIRN_PRINTF(3, 4);
+static int failf(const struct cli *cl, int code, const char *fmt, ...)
+{
+    char msg[1200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    return fail_msg(cl, code, msg);
+}
+
+/* ---- argument parsing ------------------------------------------------------------------------ */
+
+struct optdef {
+    const char *name;
+    int arity; /* 0 flag, 1 value, 2 optional value (taken when it starts with a digit) */
+    unsigned bit;
+};
+
+static const struct optdef optdefs[] = {
+    {"--json", 0, 0},        {"--help", 0, 0},          {"-h", 0, 0},
+    {"--timeout", 1, 0},     {"--out", 1, O_OUT},       {"--public", 0, O_PUBLIC},
+    {"--force", 0, O_FORCE}, {"--token-out", 1, O_TOKEN_OUT}, {"--param", 1, O_PARAM},
+    {"--param-str", 1, O_PARAM}, {"--worker", 1, O_WORKER}, {"--wait", 2, O_WAIT},
+    {"--req-id", 1, O_REQ_ID}, {"--count", 1, O_COUNT}, {"--window", 1, O_COUNT},
+};
+
+/* Parse argv into cl. On error returns the exit status (the error already printed). */
+static int parse_args(struct cli *cl, int argc, char **argv)
+{
+    bool only_words = false;
+    /* --json decides how errors print, so find it before reporting anything */
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--"))
+            break;
+        if (!strcmp(argv[i], "--json"))
+            cl->json = true;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (only_words || a[0] != '-' || !strcmp(a, "-")) {
+            if (cl->nwords >= MAX_WORDS)
+                return failf(cl, CAIRN_EINVAL, "too many arguments (at '%s'); see cairn --help", a);
+            cl->words[cl->nwords++] = a;
+            continue;
+        }
+        if (!strcmp(a, "--")) {
+            only_words = true;
+            continue;
+        }
+        const char *eq = strchr(a, '=');
+        size_t nlen = eq ? (size_t)(eq - a) : strlen(a);
+        const struct optdef *d = NULL;
+        for (size_t k = 0; k < CAIRN_ARRAY_LEN(optdefs); k++)
+            if (strlen(optdefs[k].name) == nlen && !strncmp(optdefs[k].name, a, nlen))
+                d = &optdefs[k];
+        if (!d)
+            return failf(cl, CAIRN_EINVAL, "unknown option '%.*s'; see cairn --help", (int)nlen, a);
+        const char *val = NULL;
+        if (eq) {
+            if (d->arity == 0)
+                return failf(cl, CAIRN_EINVAL, "option '%.*s' takes no value", (int)nlen, a);
+            val = eq + 1;
+        } else if (d->arity == 1) {
+            if (i + 1 >= argc)
+                return failf(cl, CAIRN_EINVAL, "option '%s' needs a value", a);
+            val = argv[++i];
+        } else if (d->arity == 2 && i + 1 < argc && argv[i + 1][0] >= '0' && argv[i + 1][0] <= '9') {
+            val = argv[++i];
+        }
+        cl->used |= d->bit;
+        if (!strcmp(d->name, "--json")) {
+            cl->json = true;
+        } else if (!strcmp(d->name, "--help") || !strcmp(d->name, "-h")) {
+            cl->help = true;
+        } else if (!strcmp(d->name, "--timeout")) {
+            cl->timeout = val;
+        } else if (d->bit == O_OUT) {
+            cl->out = val;
+        } else if (d->bit == O_TOKEN_OUT) {
+            cl->token_out = val;
+        } else if (d->bit == O_WORKER) {
+            cl->worker = val;
+        } else if (d->bit == O_REQ_ID) {
+            cl->req_id = val;
+        } else if (!strcmp(d->name, "--count")) {
+            cl->count = val;
+        } else if (!strcmp(d->name, "--window")) {
+            cl->window = val;
+        } else if (d->bit == O_WAIT) {
+            cl->wait = true;
+            cl->wait_val = val;
+        } else if (d->bit == O_PARAM) {
+            if (!cl->params && !(cl->params = cairn_params_new()))
+                return fail(cl, CAIRN_ENOMEM);
+            int rc = cairn_params_parse_kv(cl->params, val, !strcmp(d->name, "--param-str"));
+            if (rc != CAIRN_OK)
+                return fail(cl, rc);
+        }
+    }
+    return CAIRN_OK;
+}
+
+/* Refuse options the command does not take; check the word count. */
+static int check_cmd(const struct cli *cl, unsigned allowed, size_t min_words, size_t max_words)
+{
+    unsigned extra = cl->used & ~allowed;
+    if (extra) {
+        for (size_t k = 0; k < CAIRN_ARRAY_LEN(optdefs); k++)
+            if (optdefs[k].bit & extra)
+                return failf(cl, CAIRN_EINVAL, "'%s' takes no %s option; see cairn --help", cl->cmd, optdefs[k].name);
+    }
+    if (cl->nwords < min_words)
+        return failf(cl, CAIRN_EINVAL, "'%s' needs more arguments; see cairn --help", cl->cmd);
+    if (cl->nwords > max_words)
+        return failf(cl, CAIRN_EINVAL, "'%s': unexpected argument '%s'; see cairn --help", cl->cmd,
+                     cl->words[max_words]);
+    return CAIRN_OK;
+}
+
+/* --wait value into ms (CAIRN_WAIT_FOREVER when absent). */
+static int parse_wait(const struct cli *cl, uint32_t *ms)
+{
+    *ms = CAIRN_WAIT_FOREVER;
+    if (!cl->wait_val)
+        return CAIRN_OK;
+    const char *v = cl->wait_val;
+    uint64_t x = 0;
+    if (v[0] && strspn(v, "0123456789") == strlen(v)) {
+        errno = 0;
+        x = strtoull(v, NULL, 10);
+        if (errno)
+            x = UINT64_MAX;
+    } else if (cairn_duration_parse(v, &x) != CAIRN_OK) {
+        return failf(cl, CAIRN_EINVAL, "--wait '%s': expected milliseconds or a duration like 30s", v);
+    }
+    if (x >= CAIRN_WAIT_FOREVER)
+        return failf(cl, CAIRN_EINVAL, "--wait '%s' is too long", v);
+    *ms = (uint32_t)x;
+    return CAIRN_OK;
+}
+
+/* ---- commands -------------------------------------------------------------------------------- */
+
+static int open_client(const struct cli *cl, struct cairn_client **c)
+{
+    int rc = cairn_client_new_from_env(c);
+    if (rc != CAIRN_OK)
+        return fail(cl, rc);
+    if (cl->timeout) {
+        char *end = NULL;
+        errno = 0;
+        unsigned long v = strtoul(cl->timeout, &end, 10);
+        if (errno || !end || *end || cl->timeout[0] == '-' || v < 1 || v > 3600000) {
+            cairn_client_destroy(c);
+            return failf(cl, CAIRN_EINVAL, "--timeout '%s' is not a number of milliseconds (1..3600000)", cl->timeout);
+        }
+        cairn_client_timeout_set(*c, (unsigned)v);
+    }
+    return CAIRN_OK;
+}
+
+static int cmd_keygen(struct cli *cl)
+{
+    char pub[41];
+    int rc;
+    const char *file;
+    if (cl->used & O_PUBLIC) {
+        rc = check_cmd(cl, O_PUBLIC, 2, 3);
+        if (rc)
+            return rc;
+        file = cl->nwords == 3 ? cl->words[2] : NULL;
+        rc = cairn_key_public_export(cl->words[1], file, pub);
+    } else {
+        rc = check_cmd(cl, O_OUT | O_FORCE, 1, 1);
+        if (rc)
+            return rc;
+        if (!cl->out)
+            return failf(cl, CAIRN_EINVAL, "keygen needs --out FILE (or --public KEYPAIR [OUT])");
+        file = cl->out;
+        rc = cairn_keypair_generate(file, cl->used & O_FORCE, pub);
+    }
+    if (rc != CAIRN_OK)
+        return fail(cl, rc);
+    if (!cl->json) {
+        printf("%s\n", pub);
+        return CAIRN_OK;
+    }
+    struct cairn_buf b;
+    cairn_buf_init(&b, 0);
+    rc = cairn__json_raw(&b, "{");
+    rc = rc ? rc : cairn__json_key(&b, "public_key", true);
+    rc = rc ? rc : cairn__json_cstr(&b, pub);
+    if (file) {
+        rc = rc ? rc : cairn__json_key(&b, "file", false);
+        rc = rc ? rc : cairn__json_cstr(&b, file);
+    }
+    rc = rc ? rc : cairn__json_raw(&b, "}");
+    return emit_json(&b, rc);
+}
+
+static int cmd_ping(struct cli *cl)
+{
+    int rc = check_cmd(cl, 0, 1, 1);
+    if (rc)
+        return rc;
+    struct cairn_client *c = NULL;
+    if ((rc = open_client(cl, &c)))
+        return rc;
+    struct cairn_ping_info pi;
+    rc = cairn_ping(c, &pi);
+    if (rc != CAIRN_OK) {
+        rc = fail(cl, rc);
+        goto out;
+    }
+    if (!cl->json) {
+        printf("pong from %s: cairn %s, protocol %u, %.2f ms\n", cairn_client_endpoint(c), pi.version, pi.proto,
+               (double)pi.rtt_ns / 1e6);
+        goto out;
+    }
+    struct cairn_buf b;
+    cairn_buf_init(&b, 0);
+    rc = cairn__json_raw(&b, "{");
+    rc = rc ? rc : cairn__json_key(&b, "endpoint", true);
+    rc = rc ? rc : cairn__json_cstr(&b, cairn_client_endpoint(c));
+    rc = rc ? rc : cairn__json_key(&b, "version", false);
+    rc = rc ? rc : cairn__json_cstr(&b, pi.version);
+    rc = rc ? rc : cairn__json_key(&b, "proto", false);
+    rc = rc ? rc : cairn__json_u64(&b, pi.proto);
+    rc = rc ? rc : cairn__json_key(&b, "now", false);
+    rc = rc ? rc : cairn__json_i64(&b, pi.now_ns);
+    rc = rc ? rc : cairn__json_key(&b, "rtt_us", false);
+    rc = rc ? rc : cairn__json_u64(&b, pi.rtt_ns / 1000);
+    rc = rc ? rc : cairn__json_raw(&b, "}");
+    rc = emit_json(&b, rc);
+out:
+    cairn_client_destroy(&c);
+    return rc;
+}
+
+static void fmt_bytes(char *out, size_t cap, uint64_t v)
+{
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+    double d = (double)v;
+    size_t u = 0;
+    while (d >= 1024 && u + 1 < CAIRN_ARRAY_LEN(units)) {
+        d /= 1024;
+        u++;
+    }
+    if (u == 0)
+        snprintf(out, cap, "%" PRIu64 " B", v);
+    else
+        snprintf(out, cap, "%.1f %s", d, units[u]);
+}
+
+static void fmt_ago(char *out, size_t cap, int64_t now_ns, int64_t then_ns)
+{
+    if (then_ns <= 0) {
+        snprintf(out, cap, "never");
+        return;
+    }
+    double s = (double)(now_ns - then_ns) / 1e9;
+    if (s < 0)
+        s = 0;
+    if (s < 120)
+        snprintf(out, cap, "%.1fs ago", s);
+    else if (s < 7200)
+        snprintf(out, cap, "%.0fm ago", s / 60);
+    else if (s < 172800)
+        snprintf(out, cap, "%.0fh ago", s / 3600);
+    else
+        snprintf(out, cap, "%.0fd ago", s / 86400);
+}
+
+static int status_json(const struct cairn_cluster_status *s)
+{
+    struct cairn_buf b;
+    cairn_buf_init(&b, 0);
+    int rc = cairn__json_raw(&b, "{");
+    rc = rc ? rc : cairn__json_key(&b, "workers", true);
+    rc = rc ? rc : cairn__json_raw(&b, "[");
+    for (size_t i = 0; rc == CAIRN_OK && i < s->nworkers; i++) {
+        const struct cairn_worker_info *w = &s->workers[i];
+        rc = cairn__json_raw(&b, i ? ",{" : "{");
+        rc = rc ? rc : cairn__json_key(&b, "id", true);
+        rc = rc ? rc : cairn__json_cstr(&b, w->id);
+        rc = rc ? rc : cairn__json_key(&b, "addr", false);
+        rc = rc ? rc : cairn__json_cstr(&b, w->addr);
+        rc = rc ? rc : cairn__json_key(&b, "alive", false);
+        rc = rc ? rc : cairn__json_raw(&b, w->alive ? "true" : "false");
+        rc = rc ? rc : cairn__json_key(&b, "chunks", false);
+        rc = rc ? rc : cairn__json_u64(&b, w->chunks);
+        rc = rc ? rc : cairn__json_key(&b, "bytes", false);
+        rc = rc ? rc : cairn__json_u64(&b, w->bytes);
+        rc = rc ? rc : cairn__json_key(&b, "sandboxes", false);
+        rc = rc ? rc : cairn__json_u64(&b, w->sandboxes);
+        rc = rc ? rc : cairn__json_key(&b, "last_seen", false);
+        rc = rc ? rc : cairn__json_i64(&b, w->last_seen_ns);
+        if (w->fingerprint[0]) {
+            rc = rc ? rc : cairn__json_key(&b, "fingerprint", false);
+            rc = rc ? rc : cairn__json_cstr(&b, w->fingerprint);
+        }
+        rc = rc ? rc : cairn__json_key(&b, "capacity", false);
+        rc = rc ? rc : cairn__json_u64(&b, w->capacity);
+        rc = rc ? rc : cairn__json_raw(&b, "}");
+    }
+    rc = rc ? rc : cairn__json_raw(&b, "]");
+    rc = rc ? rc : cairn__json_key(&b, "alive", false);
+    rc = rc ? rc : cairn__json_u64(&b, cairn_cluster_status_alive(s));
+    rc = rc ? rc : cairn__json_key(&b, "epoch", false);
+    rc = rc ? rc : cairn__json_u64(&b, s->epoch);
+    rc = rc ? rc : cairn__json_key(&b, "replicas", false);
+    rc = rc ? rc : cairn__json_u64(&b, s->replicas);
+    rc = rc ? rc : cairn__json_key(&b, "now", false);
+    rc = rc ? rc : cairn__json_i64(&b, s->now_ns);
+    rc = rc ? rc : cairn__json_raw(&b, "}");
+    return emit_json(&b, rc);
+}
+
+static void status_table(const struct cairn_cluster_status *s)
+{
+    int wid = 2, waddr = 4;
+    for (size_t i = 0; i < s->nworkers; i++) {
+        wid = CAIRN_MAX(wid, (int)strlen(s->workers[i].id));
+        waddr = CAIRN_MAX(waddr, (int)strlen(s->workers[i].addr));
+    }
+    int64_t now = s->now_ns;
+    if (!now) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    }
+    printf("%-*s  %-*s  %-5s  %10s  %10s  %9s  %s\n", wid, "ID", waddr, "ADDR", "ALIVE", "CHUNKS", "BYTES",
+           "SANDBOXES", "LAST SEEN");
+    for (size_t i = 0; i < s->nworkers; i++) {
+        const struct cairn_worker_info *w = &s->workers[i];
+        char bytes[32], ago[32];
+        fmt_bytes(bytes, sizeof(bytes), w->bytes);
+        fmt_ago(ago, sizeof(ago), now, w->last_seen_ns);
+        printf("%-*s  %-*s  %-5s  %10" PRIu64 "  %10s  %9" PRIu64 "  %s\n", wid, w->id, waddr, w->addr,
+               w->alive ? "yes" : "no", w->chunks, bytes, w->sandboxes, ago);
+    }
+    printf("%zu of %zu workers alive, epoch %" PRIu64 ", replicas %u\n", cairn_cluster_status_alive(s), s->nworkers,
+           s->epoch, s->replicas);
+}
+
+static int cmd_cluster_status(struct cli *cl)
+{
+    int rc = check_cmd(cl, 0, 2, 2);
+    if (rc)
+        return rc;
+    struct cairn_client *c = NULL;
+    struct cairn_cluster_status *s = NULL;
+    if ((rc = open_client(cl, &c)))
+        return rc;
+    rc = cairn_cluster_status(c, &s);
+    if (rc != CAIRN_OK)
+        rc = fail(cl, rc);
+    else if (cl->json)
+        rc = status_json(s);
+    else
+        status_table(s);
+    cairn_cluster_status_free(&s);
+    cairn_client_destroy(&c);
+    return rc;
+}
+
+static int cmd_app_create(struct cli *cl)
+{
+    int rc = check_cmd(cl, O_TOKEN_OUT, 3, 3);
+    if (rc)
+        return rc;
+    struct cairn_client *c = NULL;
+    if ((rc = open_client(cl, &c)))
+        return rc;
+    const char *name = cl->words[2];
+    uint8_t tok[CAIRN_TOKEN_MAX];
+    size_t len = 0;
+    char hex[2 * CAIRN_TOKEN_MAX + 2];
+    rc = cairn_app_create(c, name, tok, &len);
+    if (rc != CAIRN_OK) {
+        rc = fail(cl, rc);
+        goto out;
+    }
+    cairn_hex_encode(hex, tok, len);
+    if (cl->token_out) {
+        size_t n = strlen(hex);
+        hex[n] = '\n';
+        rc = cairn_file_replace_atomic(cl->token_out, hex, n + 1, 0600);
+        hex[n] = '\0';
+        if (rc != CAIRN_OK) {
+            rc = failf(cl, rc, "app '%s' was created but its token could not be written to '%s' (%s); "
+                               "the token is lost: create another app", name, cl->token_out, cairn_err_msg());
+            goto out;
+        }
+    }
+    if (!cl->json) {
+        printf("%s\n", cl->token_out ? name : hex);
+        goto out;
+    }
+    struct cairn_buf b;
+    cairn_buf_init(&b, 0);
+    rc = cairn__json_raw(&b, "{");
+    rc = rc ? rc : cairn__json_key(&b, "id", true);
+    rc = rc ? rc : cairn__json_cstr(&b, name);
+    rc = rc ? rc : cairn__json_key(&b, "app", false);
+    rc = rc ? rc : cairn__json_cstr(&b, name);
+    if (cl->token_out) {
+        rc = rc ? rc : cairn__json_key(&b, "token_file", false);
+        rc = rc ? rc : cairn__json_cstr(&b, cl->token_out);
+    } else {
+        rc = rc ? rc : cairn__json_key(&b, "token", false);
+        rc = rc ? rc : cairn__json_cstr(&b, hex);
+    }
+    rc = rc ? rc : cairn__json_raw(&b, "}");
+    rc = emit_json(&b, rc);
+out:
+    explicit_bzero(tok, sizeof(tok));
+    explicit_bzero(hex, sizeof(hex));
+    cairn_client_destroy(&c);
+    return rc;
+}
+
+/* Print a job (json or text) and return the exit status: a failed job exits with its code. */
+static int print_job(const struct cli *cl, const struct cairn_job *j, bool result_only)
+{
+    if (!cl->json) {
+        if (j->state == CAIRN_JOB_FAILED)
+            return failf(cl, j->err_code, "job %s failed: %s", j->id, j->err_msg);
+        if (result_only && j->state == CAIRN_JOB_SUCCEEDED) {
+            printf("%s\n", j->result_json ? j->result_json : "{}");
+            return CAIRN_OK;
+        }
+        if (result_only) {
+            printf("%s\n", j->id);
+            return CAIRN_OK;
+        }
+        printf("%s %s", j->id, j->state_name);
+        if (j->worker[0])
+            printf(" on %s", j->worker);
+        if (j->total)
+            printf(" (%" PRIu64 "/%" PRIu64 ")", j->done, j->total);
+        printf("\n");
+        if (j->state == CAIRN_JOB_SUCCEEDED)
+            printf("%s\n", j->result_json ? j->result_json : "{}");
+        return CAIRN_OK;
+    }
+    struct cairn_buf b;
+    cairn_buf_init(&b, 0);
+    int rc = cairn__json_raw(&b, "{");
+    rc = rc ? rc : cairn__json_key(&b, "id", true);
+    rc = rc ? rc : cairn__json_cstr(&b, j->id);
+    if (j->kind[0]) {
+        rc = rc ? rc : cairn__json_key(&b, "kind", false);
+        rc = rc ? rc : cairn__json_cstr(&b, j->kind);
+    }
+    rc = rc ? rc : cairn__json_key(&b, "state", false);
+    rc = rc ? rc : cairn__json_cstr(&b, j->state_name);
+    if (j->worker[0]) {
+        rc = rc ? rc : cairn__json_key(&b, "worker", false);
+        rc = rc ? rc : cairn__json_cstr(&b, j->worker);
+    }
+    if (j->total || j->done) {
+        rc = rc ? rc : cairn__json_key(&b, "done", false);
+        rc = rc ? rc : cairn__json_u64(&b, j->done);
+        rc = rc ? rc : cairn__json_key(&b, "total", false);
+        rc = rc ? rc : cairn__json_u64(&b, j->total);
+    }
+    if (j->result_json) {
+        rc = rc ? rc : cairn__json_key(&b, "result", false);
+        rc = rc ? rc : cairn__json_raw(&b, j->result_json);
+    }
+    if (j->state == CAIRN_JOB_FAILED)
+        rc = rc ? rc : json_error_member(&b, j->err_code, j->err_msg, false);
+    rc = rc ? rc : cairn__json_raw(&b, "}");
+    return emit_json_rc(&b, rc, j->state == CAIRN_JOB_FAILED ? j->err_code : CAIRN_OK);
+}
+
+static int parse_count(const struct cli *cl, const char *opt, const char *v, uint64_t max, size_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (errno || !end || *end || v[0] == '-' || x < 1 || x > max)
+        return failf(cl, CAIRN_EINVAL, "%s '%s' must be 1..%llu", opt, v, (unsigned long long)max);
+    *out = (size_t)x;
+    return CAIRN_OK;
+}
+
+/* job submit --count N: many jobs through cairn_job_submit_many, and the numbers. */
+static int submit_count(struct cli *cl, struct cairn_client *c)
+{
+    size_t n = 0, window = 16;
+    int rc = parse_count(cl, "--count", cl->count, 10000000, &n);
+    if (!rc && cl->window)
+        rc = parse_count(cl, "--window", cl->window, 4096, &window);
+    if (rc)
+        return rc;
+    struct cairn_submit_stats st;
+    int jrc = cairn_job_submit_many(c, cl->words[2], cl->params, n, window, &st);
+    double secs = (double)st.elapsed_ns / 1e9;
+    double rate = secs > 0 ? (double)(st.succeeded + st.failed) / secs : 0;
+    if (jrc != CAIRN_OK && st.succeeded + st.failed == 0)
+        return fail(cl, jrc);
+    if (!cl->json) {
+        printf("%" PRIu64 " of %zu jobs succeeded (%" PRIu64 " failed, %" PRIu64 " errors) in %.3f s: %.0f jobs/s, "
+               "latency p50 %.2f ms, p99 %.2f ms, max %.2f ms (window %zu)\n",
+               st.succeeded, n, st.failed, st.errors, secs, rate, (double)st.lat_p50_ns / 1e6,
+               (double)st.lat_p99_ns / 1e6, (double)st.lat_max_ns / 1e6, window);
+        return jrc == CAIRN_OK ? CAIRN_OK : fail(cl, jrc);
+    }
+    char msg[1100];
+    snprintf(msg, sizeof(msg), "%s", cairn_err_msg());
+    struct cairn_buf b;
+    cairn_buf_init(&b, 0);
+    rc = cairn__json_raw(&b, "{");
+    rc = rc ? rc : cairn__json_key(&b, "jobs", true);
+    rc = rc ? rc : cairn__json_u64(&b, n);
+    rc = rc ? rc : cairn__json_key(&b, "window", false);
+    rc = rc ? rc : cairn__json_u64(&b, window);
+    rc = rc ? rc : cairn__json_key(&b, "succeeded", false);
+    rc = rc ? rc : cairn__json_u64(&b, st.succeeded);
+    rc = rc ? rc : cairn__json_key(&b, "failed", false);
+    rc = rc ? rc : cairn__json_u64(&b, st.failed);
+    rc = rc ? rc : cairn__json_key(&b, "errors", false);
+    rc = rc ? rc : cairn__json_u64(&b, st.errors);
+    rc = rc ? rc : cairn__json_key(&b, "elapsed_ns", false);
+    rc = rc ? rc : cairn__json_u64(&b, st.elapsed_ns);
+    rc = rc ? rc : cairn__json_key(&b, "jobs_per_s", false);
+    rc = rc ? rc : cairn__json_u64(&b, (uint64_t)(rate + 0.5));
+    rc = rc ? rc : cairn__json_key(&b, "p50_ns", false);
+    rc = rc ? rc : cairn__json_u64(&b, st.lat_p50_ns);
+    rc = rc ? rc : cairn__json_key(&b, "p99_ns", false);
+    rc = rc ? rc : cairn__json_u64(&b, st.lat_p99_ns);
+    rc = rc ? rc : cairn__json_key(&b, "max_ns", false);
+    rc = rc ? rc : cairn__json_u64(&b, st.lat_max_ns);
+    if (jrc != CAIRN_OK)
+        rc = rc ? rc : json_error_member(&b, jrc, msg, false);
+    rc = rc ? rc : cairn__json_raw(&b, "}");
+    return emit_json_rc(&b, rc, jrc);
+}
+
+static int cmd_job_submit(struct cli *cl)
+{
+    int rc = check_cmd(cl, O_PARAM | O_WORKER | O_WAIT | O_REQ_ID | O_COUNT, 3, 3);
+    if (rc)
+        return rc;
+    uint32_t wait = 0;
+    if (cl->wait && (rc = parse_wait(cl, &wait)))
+        return rc;
+    if (cl->worker) {
+        if (!cl->params && !(cl->params = cairn_params_new()))
+            return fail(cl, CAIRN_ENOMEM);
+        if ((rc = cairn_params_set_str(cl->params, "worker", cl->worker)))
+            return fail(cl, rc);
+    }
+    if (cl->window && !cl->count)
+        return failf(cl, CAIRN_EINVAL, "--window goes with --count");
+    if (cl->count && (cl->req_id || cl->wait))
+        return failf(cl, CAIRN_EINVAL, "--count takes no --req-id or --wait (every job gets its own id and is waited for)");
+    struct cairn_client *c = NULL;
+    struct cairn_job *j = NULL;
+    if ((rc = open_client(cl, &c)))
+        return rc;
+    if (cl->count) {
+        rc = submit_count(cl, c);
+        cairn_client_destroy(&c);
+        return rc;
+    }
+    rc = cairn_job_submit(c, cl->words[2], cl->params, cl->req_id, cl->wait ? wait : 0, &j);
+    if (rc != CAIRN_OK)
+        rc = fail(cl, rc);
+    else
+        rc = print_job(cl, j, true);
+    cairn_job_free(&j);
+    cairn_client_destroy(&c);
+    return rc;
+}
+
+static int cmd_job_get(struct cli *cl)
+{
+    int rc = check_cmd(cl, O_WAIT, 3, 3);
+    if (rc)
+        return rc;
+    uint32_t wait = 0;
+    if (cl->wait && (rc = parse_wait(cl, &wait)))
+        return rc;
+    struct cairn_client *c = NULL;
+    struct cairn_job *j = NULL;
+    if ((rc = open_client(cl, &c)))
+        return rc;
+    rc = cairn_job_get(c, cl->words[2], cl->wait ? wait : 0, &j);
+    if (rc != CAIRN_OK)
+        rc = fail(cl, rc);
+    else
+        rc = print_job(cl, j, false);
+    cairn_job_free(&j);
+    cairn_client_destroy(&c);
+    return rc;
+}
+
+static int cmd_clock_advance(struct cli *cl)
+{
+    int rc = check_cmd(cl, 0, 4, 4);
+    if (rc)
+        return rc;
+    const char *dur = cl->words[3];
+    uint64_t ms = 0;
+    if (cairn_duration_parse(dur, &ms) != CAIRN_OK)
+        return failf(cl, CAIRN_EINVAL, "'%s' is not a duration (e.g. 29d, 12h, 90s)", dur);
+    if (ms < 1000 || ms % 1000)
+        return failf(cl, CAIRN_EINVAL, "'%s': the clock moves by whole seconds, at least 1s", dur);
+    struct cairn_client *c = NULL;
+    if ((rc = open_client(cl, &c)))
+        return rc;
+    int64_t now = 0;
+    rc = cairn_admin_clock_advance(c, ms / 1000, &now);
+    cairn_client_destroy(&c);
+    if (rc != CAIRN_OK)
+        return fail(cl, rc);
+    if (cl->json) {
+        struct cairn_buf b;
+        cairn_buf_init(&b, 0);
+        rc = cairn__json_raw(&b, "{");
+        rc = rc ? rc : cairn__json_key(&b, "advanced_s", true);
+        rc = rc ? rc : cairn__json_u64(&b, ms / 1000);
+        rc = rc ? rc : cairn__json_key(&b, "now", false);
+        rc = rc ? rc : cairn__json_i64(&b, now);
+        rc = rc ? rc : cairn__json_raw(&b, "}");
+        return emit_json(&b, rc);
+    }
+    time_t t = (time_t)(now / 1000000000);
+    struct tm tm;
+    char when[64] = "?";
+    if (gmtime_r(&t, &tm))
+        strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    printf("coordinator clock advanced by %s, now %s\n", dur, when);
+    return CAIRN_OK;
+}
+
+/* ---- main ------------------------------------------------------------------------------------ */
+
+static const char *const later_nouns[] = {"image", "sandbox", "snapshot"};
+
+int main(int argc, char **argv)
+{
+    struct cli cl;
+    memset(&cl, 0, sizeof(cl));
+    int rc = parse_args(&cl, argc, argv);
+    if (rc != CAIRN_OK)
+        goto out;
+    if (cl.help || cl.nwords == 0 || !strcmp(cl.words[0], "help")) {
+        fputs(usage_text, cl.nwords || cl.help ? stdout : stderr);
+        rc = cl.nwords || cl.help ? CAIRN_OK : CAIRN_EINVAL;
+        goto out;
+    }
+    snprintf(cl.cmd, sizeof(cl.cmd), "%s%s%s", cl.words[0], cl.nwords > 1 ? " " : "", cl.nwords > 1 ? cl.words[1] : "");
+    const char *w0 = cl.words[0], *w1 = cl.nwords > 1 ? cl.words[1] : "";
+    if (!strcmp(w0, "keygen")) {
+        snprintf(cl.cmd, sizeof(cl.cmd), "keygen");
+        rc = cmd_keygen(&cl);
+    } else if (!strcmp(w0, "ping")) {
+        snprintf(cl.cmd, sizeof(cl.cmd), "ping");
+        rc = cmd_ping(&cl);
+    } else if (!strcmp(w0, "cluster") && !strcmp(w1, "status")) {
+        rc = cmd_cluster_status(&cl);
+    } else if (!strcmp(w0, "app") && !strcmp(w1, "create")) {
+        rc = cmd_app_create(&cl);
+    } else if (!strcmp(w0, "job") && !strcmp(w1, "submit")) {
+        rc = cmd_job_submit(&cl);
+    } else if (!strcmp(w0, "job") && !strcmp(w1, "get")) {
+        rc = cmd_job_get(&cl);
+    } else if (!strcmp(w0, "admin") && !strcmp(w1, "clock") && cl.nwords > 2 && !strcmp(cl.words[2], "advance")) {
+        snprintf(cl.cmd, sizeof(cl.cmd), "admin clock advance");
+        rc = cmd_clock_advance(&cl);
+    } else {
+        rc = CAIRN_EINVAL;
+        for (size_t i = 0; i < CAIRN_ARRAY_LEN(later_nouns); i++)
+            if (!strcmp(w0, later_nouns[i]))
+                rc = CAIRN_EUNSUPPORTED;
+        if (rc == CAIRN_EUNSUPPORTED)
+            rc = failf(&cl, rc, "'%s' is not implemented yet", cl.cmd);
+        else
+            rc = failf(&cl, rc, "unknown command '%s'; see cairn --help", cl.cmd);
+    }
+out:
+    cairn_params_destroy(&cl.params);
+    if (fflush(stdout) != 0 && rc == CAIRN_OK)
+        rc = CAIRN_EIO;
+    return rc;
+}

@@ -1,0 +1,253 @@
+/*
+ * cairn.h: libcairn, the C client API of a cairn cluster (DESIGN §7).
+ *
+ * A client talks to the coordinator's client endpoint over one CURVE-encrypted
+ * ZeroMQ DEALER socket (docs/internals/cluster.md). Every call is synchronous
+ * with a deadline (the client's timeout, default 10 s, plus any server-side wait
+ * the call asks for): no answer in time is CAIRN_ETIMEDOUT with a message that
+ * names the endpoint and suggests the usual causes. A coordinator that does not
+ * know this client's public key never answers at all, so that is what an
+ * allow-list problem looks like too.
+ *
+ * Conventions
+ *   - Objects are opaque handles (struct cairn_client, struct cairn_params),
+ *     made by _new and freed by _destroy (NULL-safe, nulls the caller's pointer).
+ *     Result structs (struct cairn_cluster_status, struct cairn_job) are plain,
+ *     owned by the caller, and freed by their _free function (same rules).
+ *   - Every fallible function returns CAIRN_OK or a code of cairn/err.h; the
+ *     detail is in cairn_err_msg() (this thread) and, for calls on a client, also
+ *     in cairn_client_err_msg(client) until that client's next failing call.
+ *     Errors the coordinator returns keep its code and message (e.g. CAIRN_EAUTH
+ *     "invalid app token for app 'x'").
+ *   - Arguments are borrowed: nothing keeps a pointer to them after the call.
+ *   - Threads: a client is used by one thread at a time (it owns one socket).
+ *     Separate clients are independent. Params objects are plain data.
+ *   - Secrets: tokens and key files never appear in error messages.
+ */
+#ifndef CAIRN_CAIRN_H
+#define CAIRN_CAIRN_H
+
+#include "cairn/err.h"
+
+#define CAIRN_CLIENT_TIMEOUT_MS 10000u /* default per-call deadline */
+#define CAIRN_TOKEN_MAX 64             /* bytes of an app or admin token */
+#define CAIRN_ID_MAX 64                /* bytes of an id (job, worker, app); buffers hold +1 */
+#define CAIRN_WAIT_FOREVER UINT32_MAX  /* wait_ms: until the job has finished */
+
+struct cairn_client;
+struct cairn_params;
+
+/* ---- keys (no connection needed) ------------------------------------------------------------ */
+
+/*
+ * Make a fresh CURVE key pair and write it to `path` as a key pair file (mode
+ * 0600, written atomically; cairn/transport.h format). Refuses CAIRN_EEXIST when
+ * the file exists unless `overwrite`. public_z85 (41 bytes, may be NULL) gets the
+ * public key.
+ */
+int cairn_keypair_generate(const char *path, bool overwrite, char public_z85[41]);
+/*
+ * Read the public key of a key pair file (or of a public key file) into
+ * public_z85 and, when out_path is not NULL, write it as a public key file
+ * (mode 0644).
+ */
+int cairn_key_public_export(const char *keypair_path, const char *out_path, char public_z85[41]);
+
+/* ---- the client ----------------------------------------------------------------------------- */
+
+struct cairn_client_opts {
+    const char *endpoint;             /* required: the coordinator's client endpoint, "tcp://host:port" */
+    const char *coordinator_key_file; /* the coordinator's public key file (or its key pair file) */
+    const char *coordinator_key;      /* or the key itself (Z85), used when coordinator_key_file is NULL */
+    const char *client_key_file;      /* required: this client's key pair file (mode 0600) */
+    const char *app;                  /* app of app calls; NULL: only ping and admin calls work */
+    const uint8_t *token;             /* the app's token (16..64 bytes; copied) */
+    size_t token_len;
+    const char *admin_token_file;     /* admin token file (64 hex), read by each admin call; may be NULL */
+    unsigned timeout_ms;              /* per-call deadline; 0 = CAIRN_CLIENT_TIMEOUT_MS */
+};
+
+/*
+ * New client. Reads the key files and opens the socket (the connection itself
+ * is made in the background: a coordinator that is down shows as ETIMEDOUT at
+ * the first call). Caller destroys *out. Errors: CAIRN_EINVAL (a missing option,
+ * named), key file errors of cairn/transport.h (ENOTFOUND, EPERM, ECORRUPT).
+ */
+int cairn_client_new(const struct cairn_client_opts *opts, struct cairn_client **out);
+/*
+ * New client from the environment (cluster.md "Client"):
+ *   CAIRN_COORDINATOR       endpoint                      (required)
+ *   CAIRN_COORDINATOR_KEY   coordinator public key file   (required)
+ *   CAIRN_CLIENT_KEY        this client's key pair file   (required)
+ *   CAIRN_APP               app for app calls
+ *   CAIRN_TOKEN             the app token, hex            (wins over CAIRN_TOKEN_FILE)
+ *   CAIRN_TOKEN_FILE        file holding the app token, hex
+ *   CAIRN_ADMIN_TOKEN_FILE  admin token file, for admin calls
+ *   CAIRN_TIMEOUT_MS        per-call deadline in ms (default 10000)
+ * A missing required variable is CAIRN_EINVAL naming it. A missing app or token,
+ * or a token that cannot be read, is reported (naming the variable) by the first
+ * call that needs it, so ping and admin calls work without one.
+ */
+int cairn_client_new_from_env(struct cairn_client **out);
+/* Close the socket and free everything. NULL-safe; sets *c = NULL. */
+void cairn_client_destroy(struct cairn_client **c);
+/* The endpoint (valid until destroy). */
+const char *cairn_client_endpoint(const struct cairn_client *c);
+/* The message of this client's last failed call ("" if none). Valid until its next call. */
+const char *cairn_client_err_msg(const struct cairn_client *c);
+/* Change the per-call deadline (0 = default). */
+void cairn_client_timeout_set(struct cairn_client *c, unsigned timeout_ms);
+
+/* ---- calls ---------------------------------------------------------------------------------- */
+
+struct cairn_ping_info {
+    char version[CAIRN_ID_MAX + 1]; /* coordinator software version */
+    unsigned proto;                 /* highest protocol version it speaks */
+    int64_t now_ns;                 /* its clock (0 if not sent) */
+    uint64_t rtt_ns;                /* round trip measured here */
+};
+/* Liveness check; needs no app or token. */
+int cairn_ping(struct cairn_client *c, struct cairn_ping_info *out);
+
+struct cairn_worker_info {
+    char id[CAIRN_ID_MAX + 1];
+    char addr[257];        /* peer endpoint */
+    bool alive;
+    uint64_t chunks;
+    uint64_t bytes;
+    uint64_t sandboxes;
+    int64_t last_seen_ns;  /* last heartbeat, ns since the Unix epoch (coordinator clock) */
+    char fingerprint[257]; /* "" when not reported */
+    uint64_t capacity;
+};
+struct cairn_cluster_status {
+    uint64_t epoch;    /* membership epoch */
+    unsigned replicas; /* replication factor R */
+    int64_t now_ns;    /* coordinator clock (0 if not sent) */
+    size_t nworkers;
+    struct cairn_worker_info *workers; /* nworkers entries, in the coordinator's order */
+};
+/* Workers and their state (app call). Caller frees *out with cairn_cluster_status_free. */
+int cairn_cluster_status(struct cairn_client *c, struct cairn_cluster_status **out);
+void cairn_cluster_status_free(struct cairn_cluster_status **s);
+/* Workers of s that are alive. */
+size_t cairn_cluster_status_alive(const struct cairn_cluster_status *s);
+
+/*
+ * Admin: create app `name` ([a-z0-9._-], 1..64 bytes). token (CAIRN_TOKEN_MAX
+ * bytes) gets the app's token, shown this once: the caller should wipe it when
+ * done. CAIRN_EEXIST if the name is taken; CAIRN_EINVAL without an admin token file.
+ */
+int cairn_app_create(struct cairn_client *c, const char *name, uint8_t token[CAIRN_TOKEN_MAX], size_t *token_len);
+
+/* Admin: advance the coordinator's test clock by `seconds` (>= 1). *now_ns (may be NULL) gets the new clock.
+ * CAIRN_EPERM unless the coordinator runs with --test-clock. */
+int cairn_admin_clock_advance(struct cairn_client *c, uint64_t seconds, int64_t *now_ns);
+
+/* ---- job parameters ------------------------------------------------------------------------- */
+
+/*
+ * A small builder for a job's params map (<= 256 keys of <= 256 bytes). Setting
+ * an existing key replaces its value. Setters copy their arguments and return
+ * CAIRN_OK, CAIRN_ENOMEM, or CAIRN_EINVAL (empty or too long key, too many keys,
+ * string over 65536 bytes).
+ */
+struct cairn_params *cairn_params_new(void); /* NULL on ENOMEM */
+void cairn_params_destroy(struct cairn_params **p);
+int cairn_params_set_str(struct cairn_params *p, const char *key, const char *value);
+int cairn_params_set_u64(struct cairn_params *p, const char *key, uint64_t value);
+int cairn_params_set_i64(struct cairn_params *p, const char *key, int64_t value);
+int cairn_params_set_bool(struct cairn_params *p, const char *key, bool value);
+/* Append a string to the array at key (made empty first when the key holds no array). */
+int cairn_params_add_str(struct cairn_params *p, const char *key, const char *value);
+/* Set key to an empty array (e.g. before add_str, to send [] rather than nothing). */
+int cairn_params_set_array(struct cairn_params *p, const char *key);
+/*
+ * Parse "key=value" as the CLI's --param does: a decimal integer becomes u64
+ * (a leading '-': i64), true/false a bool, "[a,b,c]" an array of strings ("[]"
+ * empty), anything else a string. as_string: always a string.
+ */
+int cairn_params_parse_kv(struct cairn_params *p, const char *kv, bool as_string);
+size_t cairn_params_count(const struct cairn_params *p);
+
+/* ---- jobs ----------------------------------------------------------------------------------- */
+
+enum cairn_job_state {
+    CAIRN_JOB_UNKNOWN = 0, /* a state this client does not know (newer coordinator) */
+    CAIRN_JOB_QUEUED,
+    CAIRN_JOB_RUNNING,
+    CAIRN_JOB_SUCCEEDED,
+    CAIRN_JOB_FAILED,
+};
+/* "queued", "running", ...; static. */
+const char *cairn_job_state_name(enum cairn_job_state s);
+
+struct cairn_job {
+    char id[CAIRN_ID_MAX + 1];     /* jb-... */
+    char kind[CAIRN_ID_MAX + 1];   /* "" when not sent */
+    enum cairn_job_state state;
+    char state_name[CAIRN_ID_MAX + 1]; /* as sent */
+    char worker[CAIRN_ID_MAX + 1]; /* "" when not placed yet */
+    int err_code;                  /* when failed: the cairn error code */
+    char *err_msg;                 /* when failed: the message ("" otherwise); owned */
+    uint64_t done, total;          /* progress, when reported (0 otherwise) */
+    char *result_json;             /* when succeeded with a result: the result map as JSON; else NULL; owned */
+};
+/* True for succeeded and failed. */
+bool cairn_job_finished(const struct cairn_job *j);
+void cairn_job_free(struct cairn_job **j);
+
+/*
+ * Submit a job of `kind` with params (NULL: none) and an idempotency id: the
+ * same req_id for the same app returns the existing job; NULL generates a fresh
+ * one ("rq-" + 16 hex). wait_ms: 0 returns at once (state queued or running);
+ * otherwise the call returns when the job has finished or after wait_ms
+ * (CAIRN_WAIT_FOREVER: when it has finished, however long that is; the client
+ * long-polls in steps of at most 600 s). Returns CAIRN_OK whenever the
+ * coordinator accepted the job, even if the job itself failed: look at
+ * (*out)->state and err_code. Caller frees *out with cairn_job_free.
+ */
+int cairn_job_submit(struct cairn_client *c, const char *kind, const struct cairn_params *params,
+                     const char *req_id, uint32_t wait_ms, struct cairn_job **out);
+/* State of job `id`; wait_ms as for cairn_job_submit. CAIRN_ENOTFOUND for an unknown job. */
+int cairn_job_get(struct cairn_client *c, const char *id, uint32_t wait_ms, struct cairn_job **out);
+
+/*
+ * Pipelined calls (the dispatch benchmark keeps many jobs in flight on one
+ * socket): _send starts a call and returns a ticket (> 0) at once; cairn_job_recv
+ * waits up to timeout_ms (< 0: until the next reply or deadline) for the reply
+ * of any call in flight. wait_ms is capped at 600000 here (no automatic
+ * re-polling).
+ *   CAIRN_OK: *ticket is the call, *out its job (caller frees).
+ *   another code with *ticket != 0: that call failed (its reply was an error, or
+ *     its deadline passed: ETIMEDOUT); *out = NULL. The call is over.
+ *   CAIRN_ETIMEDOUT with *ticket == 0: nothing arrived within timeout_ms.
+ *   CAIRN_EINVAL with *ticket == 0: no call in flight.
+ * Synchronous calls may be mixed in: replies to tickets that arrive meanwhile are kept.
+ */
+int cairn_job_submit_send(struct cairn_client *c, const char *kind, const struct cairn_params *params,
+                          const char *req_id, uint32_t wait_ms, uint64_t *ticket);
+int cairn_job_get_send(struct cairn_client *c, const char *id, uint32_t wait_ms, uint64_t *ticket);
+int cairn_job_recv(struct cairn_client *c, int timeout_ms, uint64_t *ticket, struct cairn_job **out);
+/* Calls in flight (sent, reply not yet returned by cairn_job_recv). */
+size_t cairn_client_in_flight(const struct cairn_client *c);
+
+struct cairn_submit_stats {
+    uint64_t submitted;    /* jobs accepted by the coordinator */
+    uint64_t succeeded;
+    uint64_t failed;       /* jobs that ran and failed */
+    uint64_t errors;       /* calls refused or timed out */
+    int first_err;         /* code of the first failure or error (CAIRN_OK if none) */
+    uint64_t elapsed_ns;   /* first send to last reply */
+    uint64_t lat_p50_ns, lat_p99_ns, lat_max_ns; /* submit -> finished, per job */
+};
+/*
+ * Submit n jobs of `kind` (same params, fresh req_ids) keeping at most `window`
+ * calls in flight, and wait until each has finished. stats (required) is filled
+ * in either way. CAIRN_OK when every job succeeded; else the first failure's
+ * code, with a message counting the failures.
+ */
+int cairn_job_submit_many(struct cairn_client *c, const char *kind, const struct cairn_params *params, size_t n,
+                          size_t window, struct cairn_submit_stats *stats);
+
+#endif

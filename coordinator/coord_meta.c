@@ -1,0 +1,787 @@
+/*
+ * coord_meta.c: encoding and decoding of the coordinator's metadata records
+ * (coord_meta.h), and the few store helpers around cairn/kv.h.
+ *
+ * Design
+ * - Every record is a msgpack map {"v": 1, field: value, ...} written with
+ *   cairn/mp.h. Maps (not arrays) so that a later version can add fields that
+ *   this one skips, and a reader can name the field that is wrong.
+ * - Decoders never trust the bytes: every string is length-checked before it
+ *   is copied into a fixed buffer, embedded NULs are refused, a field seen
+ *   twice is refused (it would leak or silently override), required fields
+ *   must be present, and trailing bytes after the map are refused. Nested
+ *   params/result maps are only framed here (cairn_mp_skip bounds their depth);
+ *   their contents are validated against the wire model when they are used
+ *   (coord_value.c), since they go back onto the wire.
+ * - Every failure is CAIRN_ECORRUPT "metadata record '<key>' is corrupt: ...".
+ */
+#include "coord_meta.h"
+
+#include "cairn/alloc.h"
+#include "cairn/err.h"
+#include "cairn/mp.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#define REC_MAX_FIELDS 64
+#define REC_FIELD_NAME_MAX 32
+#define REC_TEXT_MAX 1024
+#define REC_ENDPOINT_MAX 256
+
+const char *coord_job_state_name(enum coord_job_state s)
+{
+    switch (s) {
+    case COORD_JOB_QUEUED: return "queued";
+    case COORD_JOB_RUNNING: return "running";
+    case COORD_JOB_SUCCEEDED: return "succeeded";
+    case COORD_JOB_FAILED: return "failed";
+    }
+    return "unknown";
+}
+
+void coord_worker_rec_release(struct coord_worker_rec *r)
+{
+    if (!r)
+        return;
+    CAIRN_FREE(r->peer);
+    CAIRN_FREE(r->fingerprint);
+    CAIRN_FREE(r->version);
+}
+
+void coord_job_rec_release(struct coord_job_rec *r)
+{
+    if (!r)
+        return;
+    CAIRN_FREE(r->params);
+    r->params_len = 0;
+    CAIRN_FREE(r->err_msg);
+    CAIRN_FREE(r->result);
+    r->result_len = 0;
+}
+
+/* ---- names and keys ---------------------------------------------------------------------------- */
+
+bool coord_app_name_valid(const char *s, size_t len)
+{
+    if (len < 1 || len > COORD_ID_MAX || s[0] == '_' || s[0] == '.' || s[0] == '-')
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+bool coord_job_id_valid(const char *s, size_t len)
+{
+    if (len != COORD_JOB_ID_LEN || memcmp(s, "jb-", 3) != 0)
+        return false;
+    for (size_t i = 3; i < len; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+    return true;
+}
+
+static size_t key_fmt(char *out, const char *a, const char *b, const char *c)
+{
+    int n = snprintf(out, COORD_KEY_MAX, "%s%s%s", a, b, c ? c : "");
+    return n < 0 || n >= COORD_KEY_MAX ? 0 : (size_t)n;
+}
+
+size_t coord_key_app(char *out, const char *app) { return key_fmt(out, "a/", app, NULL); }
+size_t coord_key_worker(char *out, const char *id) { return key_fmt(out, "w/", id, NULL); }
+size_t coord_key_job(char *out, const char *id) { return key_fmt(out, "j/", id, NULL); }
+
+size_t coord_key_req(char *out, const char *app, const char *req_id)
+{
+    int n = snprintf(out, COORD_KEY_MAX, "r/%s/%s", app, req_id);
+    return n < 0 || n >= COORD_KEY_MAX ? 0 : (size_t)n;
+}
+
+size_t coord_key_queue(char *out, uint64_t seq)
+{
+    int n = snprintf(out, COORD_KEY_MAX, "q/%016" PRIx64, seq);
+    return n < 0 || n >= COORD_KEY_MAX ? 0 : (size_t)n;
+}
+
+void coord_key_printable(char *out, size_t cap, const uint8_t *key, size_t klen)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < klen && o + 5 < cap; i++) {
+        uint8_t c = key[i];
+        if (c >= 0x20 && c < 0x7f && c != '\\' && c != '\'') {
+            out[o++] = (char)c;
+        } else {
+            snprintf(out + o, cap - o, "\\x%02x", c);
+            o += 4;
+        }
+    }
+    if (cap)
+        out[o < cap ? o : cap - 1] = '\0';
+}
+
+/* ---- decoding helpers -------------------------------------------------------------------------- */
+
+struct rdr {
+    struct cairn_mp_reader r;
+    const char *key;   /* record key, for messages */
+    const char *field; /* field being read */
+};
+
+static int corrupt(const struct rdr *d, const char *why)
+{
+    return cairn_err_set(CAIRN_ECORRUPT, "metadata record '%s' is corrupt: %s%s%s%s", d->key,
+                         d->field ? "field '" : "", d->field ? d->field : "", d->field ? "' " : "", why);
+}
+
+/* Open the top-level map and check "v" handling is left to the caller. */
+static int rd_begin(struct rdr *d, const uint8_t *p, size_t len, const char *key, uint32_t *n)
+{
+    cairn_mp_reader_init(&d->r, p, len);
+    d->key = key;
+    d->field = NULL;
+    if (cairn_mp_read_map(&d->r, n, REC_MAX_FIELDS) != CAIRN_OK)
+        return corrupt(d, "is not a map of at most 64 fields");
+    return CAIRN_OK;
+}
+
+static int rd_name(struct rdr *d, char name[REC_FIELD_NAME_MAX + 1])
+{
+    const uint8_t *s;
+    uint32_t len;
+    d->field = NULL;
+    if (cairn_mp_read_str(&d->r, &s, &len, REC_FIELD_NAME_MAX) != CAIRN_OK)
+        return corrupt(d, "has a field name that is not a string of at most 32 bytes");
+    memcpy(name, s, len);
+    name[len] = '\0';
+    if (memchr(s, '\0', len))
+        return corrupt(d, "has a field name with a NUL byte");
+    return CAIRN_OK;
+}
+
+static int rd_end(struct rdr *d)
+{
+    d->field = NULL;
+    if (d->r.err)
+        return corrupt(d, "is malformed");
+    if (cairn_mp_remaining(&d->r) != 0)
+        return corrupt(d, "has trailing bytes");
+    return CAIRN_OK;
+}
+
+/* Mark a field seen; refuse duplicates. */
+static int rd_seen(struct rdr *d, uint64_t *seen, unsigned bit)
+{
+    if (*seen & (1ull << bit))
+        return corrupt(d, "appears twice");
+    *seen |= 1ull << bit;
+    return CAIRN_OK;
+}
+
+static int rd_str_fixed(struct rdr *d, char *out, size_t min, size_t max)
+{
+    const uint8_t *s;
+    uint32_t len;
+    if (cairn_mp_read_str(&d->r, &s, &len, (uint32_t)max) != CAIRN_OK)
+        return corrupt(d, "is not a string of the allowed length");
+    if (len < min)
+        return corrupt(d, "is too short");
+    if (memchr(s, '\0', len))
+        return corrupt(d, "contains a NUL byte");
+    memcpy(out, s, len);
+    out[len] = '\0';
+    return CAIRN_OK;
+}
+
+static int rd_str_dup(struct rdr *d, char **out, size_t min, size_t max)
+{
+    const uint8_t *s;
+    uint32_t len;
+    if (cairn_mp_read_str(&d->r, &s, &len, (uint32_t)max) != CAIRN_OK)
+        return corrupt(d, "is not a string of the allowed length");
+    if (len < min)
+        return corrupt(d, "is too short");
+    if (memchr(s, '\0', len))
+        return corrupt(d, "contains a NUL byte");
+    cairn_free(*out);
+    *out = cairn_strndup((const char *)s, len);
+    if (!*out)
+        return cairn_err_set(CAIRN_ENOMEM, "out of memory reading metadata record '%s'", d->key);
+    return CAIRN_OK;
+}
+
+static int rd_u64(struct rdr *d, uint64_t *v)
+{
+    if (cairn_mp_read_uint(&d->r, v) != CAIRN_OK)
+        return corrupt(d, "is not an unsigned integer");
+    return CAIRN_OK;
+}
+
+static int rd_i64(struct rdr *d, int64_t *v)
+{
+    if (cairn_mp_read_int(&d->r, v) != CAIRN_OK)
+        return corrupt(d, "is not an integer");
+    return CAIRN_OK;
+}
+
+static int rd_bool(struct rdr *d, bool *v)
+{
+    if (cairn_mp_read_bool(&d->r, v) != CAIRN_OK)
+        return corrupt(d, "is not a boolean");
+    return CAIRN_OK;
+}
+
+/* A nested msgpack map, copied whole (contents validated when used). */
+static int rd_map_raw(struct rdr *d, uint8_t **out, size_t *len)
+{
+    if (cairn_mp_remaining(&d->r) == 0)
+        return corrupt(d, "is truncated");
+    uint8_t tag = d->r.p[0];
+    if (!((tag >= 0x80 && tag <= 0x8f) || tag == 0xde || tag == 0xdf))
+        return corrupt(d, "is not a map");
+    const uint8_t *start = d->r.p;
+    if (cairn_mp_skip(&d->r) != CAIRN_OK)
+        return corrupt(d, "is malformed");
+    size_t n = (size_t)(d->r.p - start);
+    cairn_free(*out);
+    *out = cairn_memdup(start, n);
+    if (!*out)
+        return cairn_err_set(CAIRN_ENOMEM, "out of memory reading metadata record '%s'", d->key);
+    *len = n;
+    return CAIRN_OK;
+}
+
+static int rd_version(struct rdr *d)
+{
+    uint64_t v;
+    CAIRN_FORWARD_IF_ERROR(rd_u64(d, &v));
+    if (v != 1)
+        return cairn_err_set(CAIRN_EVERSION, "metadata record '%s' has version %" PRIu64 ", this coordinator reads 1",
+                             d->key, v);
+    return CAIRN_OK;
+}
+
+static int rd_missing(struct rdr *d, uint64_t seen, uint64_t required, const char *const *names)
+{
+    for (unsigned i = 0; names[i]; i++)
+        if ((required & (1ull << i)) && !(seen & (1ull << i))) {
+            d->field = names[i];
+            return corrupt(d, "is missing");
+        }
+    return CAIRN_OK;
+}
+
+static int rd_field_index(const char *name, const char *const *names)
+{
+    for (int i = 0; names[i]; i++)
+        if (!strcmp(name, names[i]))
+            return i;
+    return -1;
+}
+
+static void w_key(struct cairn_mp_writer *w, const char *k)
+{
+    cairn_mp_write_str(w, k, strlen(k));
+}
+
+static void w_str(struct cairn_mp_writer *w, const char *k, const char *v)
+{
+    w_key(w, k);
+    cairn_mp_write_str(w, v, strlen(v));
+}
+
+static void w_u64(struct cairn_mp_writer *w, const char *k, uint64_t v)
+{
+    w_key(w, k);
+    cairn_mp_write_uint(w, v);
+}
+
+static void w_i64(struct cairn_mp_writer *w, const char *k, int64_t v)
+{
+    w_key(w, k);
+    cairn_mp_write_int(w, v);
+}
+
+/* Raw bytes of an already encoded msgpack value. */
+static void w_raw(struct cairn_mp_writer *w, const char *k, const uint8_t *p, size_t len)
+{
+    w_key(w, k);
+    if (!w->err)
+        w->err = cairn_buf_append(w->buf, p, len);
+}
+
+static int w_done(struct cairn_mp_writer *w, const char *what)
+{
+    if (w->err)
+        return cairn_err_set(w->err, "encode %s record: %s", what, cairn_strerror(w->err));
+    return CAIRN_OK;
+}
+
+/* ---- app --------------------------------------------------------------------------------------- */
+
+enum { APP_V, APP_NAME, APP_TOKEN_HASH, APP_CREATED };
+static const char *const app_fields[] = {"v", "name", "token_hash", "created", NULL};
+
+int coord_app_encode(const struct coord_app_rec *r, struct cairn_buf *out)
+{
+    struct cairn_mp_writer w;
+    cairn_mp_writer_init(&w, out);
+    cairn_mp_write_map(&w, 4);
+    w_u64(&w, "v", 1);
+    w_str(&w, "name", r->name);
+    w_key(&w, "token_hash");
+    cairn_mp_write_bin(&w, r->token_hash, sizeof(r->token_hash));
+    w_i64(&w, "created", r->created_ns);
+    return w_done(&w, "app");
+}
+
+int coord_app_decode(const uint8_t *p, size_t len, const char *key, struct coord_app_rec *r)
+{
+    memset(r, 0, sizeof(*r));
+    struct rdr d;
+    uint32_t n;
+    uint64_t seen = 0;
+    CAIRN_FORWARD_IF_ERROR(rd_begin(&d, p, len, key, &n));
+    for (uint32_t i = 0; i < n; i++) {
+        char name[REC_FIELD_NAME_MAX + 1];
+        CAIRN_FORWARD_IF_ERROR(rd_name(&d, name));
+        int f = rd_field_index(name, app_fields);
+        d.field = f >= 0 ? app_fields[f] : NULL;
+        if (f >= 0)
+            CAIRN_FORWARD_IF_ERROR(rd_seen(&d, &seen, (unsigned)f));
+        switch (f) {
+        case APP_V: CAIRN_FORWARD_IF_ERROR(rd_version(&d)); break;
+        case APP_NAME:
+            CAIRN_FORWARD_IF_ERROR(rd_str_fixed(&d, r->name, 1, COORD_ID_MAX));
+            if (!coord_app_name_valid(r->name, strlen(r->name)))
+                return corrupt(&d, "is not a valid app name");
+            break;
+        case APP_TOKEN_HASH: {
+            const uint8_t *b;
+            uint32_t bl;
+            if (cairn_mp_read_bin(&d.r, &b, &bl, CAIRN_TOKEN_HASH_BYTES) != CAIRN_OK || bl != CAIRN_TOKEN_HASH_BYTES)
+                return corrupt(&d, "is not 32 bytes");
+            memcpy(r->token_hash, b, bl);
+            break;
+        }
+        case APP_CREATED: CAIRN_FORWARD_IF_ERROR(rd_i64(&d, &r->created_ns)); break;
+        default:
+            if (cairn_mp_skip(&d.r) != CAIRN_OK)
+                return corrupt(&d, "has a malformed unknown field");
+        }
+    }
+    CAIRN_FORWARD_IF_ERROR(rd_end(&d));
+    return rd_missing(&d, seen, (1u << APP_V) | (1u << APP_NAME) | (1u << APP_TOKEN_HASH) | (1u << APP_CREATED),
+                      app_fields);
+}
+
+/* ---- worker ------------------------------------------------------------------------------------ */
+
+enum {
+    WK_V, WK_ID, WK_KEY, WK_PEER, WK_FP, WK_VERSION, WK_CAPACITY, WK_CHUNKS, WK_BYTES, WK_SANDBOXES, WK_ALIVE,
+    WK_LAST_SEEN, WK_REGISTERED
+};
+static const char *const worker_fields[] = {"v", "id", "public_key", "peer", "fingerprint", "version", "capacity",
+                                            "chunks", "bytes", "sandboxes", "alive", "last_seen", "registered",
+                                            NULL};
+
+int coord_worker_encode(const struct coord_worker_rec *r, struct cairn_buf *out)
+{
+    struct cairn_mp_writer w;
+    cairn_mp_writer_init(&w, out);
+    cairn_mp_write_map(&w, 12 + (r->version != NULL));
+    w_u64(&w, "v", 1);
+    w_str(&w, "id", r->id);
+    w_str(&w, "public_key", r->public_key);
+    w_str(&w, "peer", r->peer ? r->peer : "");
+    w_str(&w, "fingerprint", r->fingerprint ? r->fingerprint : "");
+    if (r->version)
+        w_str(&w, "version", r->version);
+    w_u64(&w, "capacity", r->capacity);
+    w_u64(&w, "chunks", r->chunks);
+    w_u64(&w, "bytes", r->bytes);
+    w_u64(&w, "sandboxes", r->sandboxes);
+    w_key(&w, "alive");
+    cairn_mp_write_bool(&w, r->alive);
+    w_i64(&w, "last_seen", r->last_seen_ns);
+    w_i64(&w, "registered", r->registered_ns);
+    return w_done(&w, "worker");
+}
+
+int coord_worker_decode(const uint8_t *p, size_t len, const char *key, struct coord_worker_rec *r)
+{
+    memset(r, 0, sizeof(*r));
+    struct rdr d;
+    uint32_t n;
+    uint64_t seen = 0;
+    int rc = rd_begin(&d, p, len, key, &n);
+    for (uint32_t i = 0; rc == CAIRN_OK && i < n; i++) {
+        char name[REC_FIELD_NAME_MAX + 1];
+        rc = rd_name(&d, name);
+        if (rc != CAIRN_OK)
+            break;
+        int f = rd_field_index(name, worker_fields);
+        d.field = f >= 0 ? worker_fields[f] : NULL;
+        if (f >= 0 && (rc = rd_seen(&d, &seen, (unsigned)f)) != CAIRN_OK)
+            break;
+        switch (f) {
+        case WK_V: rc = rd_version(&d); break;
+        case WK_ID: rc = rd_str_fixed(&d, r->id, 1, COORD_ID_MAX); break;
+        case WK_KEY: rc = rd_str_fixed(&d, r->public_key, 40, 40); break;
+        case WK_PEER: rc = rd_str_dup(&d, &r->peer, 0, REC_ENDPOINT_MAX); break;
+        case WK_FP: rc = rd_str_dup(&d, &r->fingerprint, 0, 256); break;
+        case WK_VERSION: rc = rd_str_dup(&d, &r->version, 1, 64); break;
+        case WK_CAPACITY: rc = rd_u64(&d, &r->capacity); break;
+        case WK_CHUNKS: rc = rd_u64(&d, &r->chunks); break;
+        case WK_BYTES: rc = rd_u64(&d, &r->bytes); break;
+        case WK_SANDBOXES: rc = rd_u64(&d, &r->sandboxes); break;
+        case WK_ALIVE: rc = rd_bool(&d, &r->alive); break;
+        case WK_LAST_SEEN: rc = rd_i64(&d, &r->last_seen_ns); break;
+        case WK_REGISTERED: rc = rd_i64(&d, &r->registered_ns); break;
+        default:
+            if (cairn_mp_skip(&d.r) != CAIRN_OK)
+                rc = corrupt(&d, "has a malformed unknown field");
+        }
+    }
+    if (rc == CAIRN_OK)
+        rc = rd_end(&d);
+    if (rc == CAIRN_OK)
+        rc = rd_missing(&d, seen,
+                        (1u << WK_V) | (1u << WK_ID) | (1u << WK_KEY) | (1u << WK_PEER) | (1u << WK_FP) |
+                            (1u << WK_ALIVE) | (1u << WK_LAST_SEEN),
+                        worker_fields);
+    if (rc != CAIRN_OK)
+        coord_worker_rec_release(r);
+    return rc;
+}
+
+/* ---- job --------------------------------------------------------------------------------------- */
+
+enum {
+    JB_V, JB_ID, JB_APP, JB_KIND, JB_REQ, JB_STATE, JB_SEQ, JB_CREATED, JB_UPDATED, JB_WORKER, JB_PARAMS,
+    JB_ERR_CODE, JB_ERR_MSG, JB_RESULT
+};
+static const char *const job_fields[] = {"v", "id", "app", "kind", "req_id", "state", "seq", "created", "updated",
+                                         "worker", "params", "err_code", "err_msg", "result", NULL};
+
+int coord_job_encode(const struct coord_job_rec *r, struct cairn_buf *out)
+{
+    bool failed = r->state == COORD_JOB_FAILED;
+    bool has_result = r->result && r->result_len;
+    struct cairn_mp_writer w;
+    cairn_mp_writer_init(&w, out);
+    cairn_mp_write_map(&w, (uint32_t)(10 + (r->worker[0] != 0) + (failed ? 1 + (r->err_msg != NULL) : 0) +
+                                      has_result));
+    w_u64(&w, "v", 1);
+    w_str(&w, "id", r->id);
+    w_str(&w, "app", r->app);
+    w_str(&w, "kind", r->kind);
+    w_str(&w, "req_id", r->req_id);
+    w_u64(&w, "state", (uint64_t)r->state);
+    w_u64(&w, "seq", r->seq);
+    w_i64(&w, "created", r->created_ns);
+    w_i64(&w, "updated", r->updated_ns);
+    if (r->worker[0])
+        w_str(&w, "worker", r->worker);
+    if (r->params && r->params_len) {
+        w_raw(&w, "params", r->params, r->params_len);
+    } else {
+        w_key(&w, "params");
+        cairn_mp_write_map(&w, 0);
+    }
+    if (failed) {
+        w_u64(&w, "err_code", r->err_code);
+        if (r->err_msg)
+            w_str(&w, "err_msg", r->err_msg);
+    }
+    if (has_result)
+        w_raw(&w, "result", r->result, r->result_len);
+    return w_done(&w, "job");
+}
+
+int coord_job_decode(const uint8_t *p, size_t len, const char *key, struct coord_job_rec *r)
+{
+    memset(r, 0, sizeof(*r));
+    struct rdr d;
+    uint32_t n;
+    uint64_t seen = 0, u;
+    int rc = rd_begin(&d, p, len, key, &n);
+    for (uint32_t i = 0; rc == CAIRN_OK && i < n; i++) {
+        char name[REC_FIELD_NAME_MAX + 1];
+        rc = rd_name(&d, name);
+        if (rc != CAIRN_OK)
+            break;
+        int f = rd_field_index(name, job_fields);
+        d.field = f >= 0 ? job_fields[f] : NULL;
+        if (f >= 0 && (rc = rd_seen(&d, &seen, (unsigned)f)) != CAIRN_OK)
+            break;
+        switch (f) {
+        case JB_V: rc = rd_version(&d); break;
+        case JB_ID:
+            rc = rd_str_fixed(&d, r->id, COORD_JOB_ID_LEN, COORD_JOB_ID_LEN);
+            if (rc == CAIRN_OK && !coord_job_id_valid(r->id, strlen(r->id)))
+                rc = corrupt(&d, "is not a job id");
+            break;
+        case JB_APP: rc = rd_str_fixed(&d, r->app, 1, COORD_ID_MAX); break;
+        case JB_KIND: rc = rd_str_fixed(&d, r->kind, 1, 32); break;
+        case JB_REQ: rc = rd_str_fixed(&d, r->req_id, 1, COORD_ID_MAX); break;
+        case JB_STATE:
+            rc = rd_u64(&d, &u);
+            if (rc == CAIRN_OK && u > COORD_JOB_FAILED)
+                rc = corrupt(&d, "is not a job state (0..3)");
+            r->state = (enum coord_job_state)u;
+            break;
+        case JB_SEQ: rc = rd_u64(&d, &r->seq); break;
+        case JB_CREATED: rc = rd_i64(&d, &r->created_ns); break;
+        case JB_UPDATED: rc = rd_i64(&d, &r->updated_ns); break;
+        case JB_WORKER: rc = rd_str_fixed(&d, r->worker, 1, COORD_ID_MAX); break;
+        case JB_PARAMS: rc = rd_map_raw(&d, &r->params, &r->params_len); break;
+        case JB_ERR_CODE:
+            rc = rd_u64(&d, &u);
+            if (rc == CAIRN_OK && u > UINT32_MAX)
+                rc = corrupt(&d, "is out of range");
+            r->err_code = (uint32_t)u;
+            break;
+        case JB_ERR_MSG: rc = rd_str_dup(&d, &r->err_msg, 0, REC_TEXT_MAX); break;
+        case JB_RESULT: rc = rd_map_raw(&d, &r->result, &r->result_len); break;
+        default:
+            if (cairn_mp_skip(&d.r) != CAIRN_OK)
+                rc = corrupt(&d, "has a malformed unknown field");
+        }
+    }
+    if (rc == CAIRN_OK)
+        rc = rd_end(&d);
+    if (rc == CAIRN_OK)
+        rc = rd_missing(&d, seen,
+                        (1u << JB_V) | (1u << JB_ID) | (1u << JB_APP) | (1u << JB_KIND) | (1u << JB_REQ) |
+                            (1u << JB_STATE) | (1u << JB_SEQ) | (1u << JB_CREATED) | (1u << JB_PARAMS),
+                        job_fields);
+    if (rc == CAIRN_OK && r->state == COORD_JOB_RUNNING && !r->worker[0]) {
+        d.field = "worker";
+        rc = corrupt(&d, "is missing for a running job");
+    }
+    if (rc == CAIRN_OK && r->state == COORD_JOB_FAILED && !(seen & (1u << JB_ERR_CODE))) {
+        d.field = "err_code";
+        rc = corrupt(&d, "is missing for a failed job");
+    }
+    if (rc != CAIRN_OK)
+        coord_job_rec_release(r);
+    return rc;
+}
+
+/* ---- small values ------------------------------------------------------------------------------ */
+
+int coord_str_encode(const char *s, struct cairn_buf *out)
+{
+    struct cairn_mp_writer w;
+    cairn_mp_writer_init(&w, out);
+    cairn_mp_write_str(&w, s, strlen(s));
+    return w_done(&w, "string");
+}
+
+int coord_str_decode(const uint8_t *p, size_t len, const char *key, char *out, size_t max)
+{
+    struct rdr d = {.key = key, .field = NULL};
+    cairn_mp_reader_init(&d.r, p, len);
+    CAIRN_FORWARD_IF_ERROR(rd_str_fixed(&d, out, 1, max));
+    return rd_end(&d);
+}
+
+int coord_u64_encode(uint64_t v, struct cairn_buf *out)
+{
+    struct cairn_mp_writer w;
+    cairn_mp_writer_init(&w, out);
+    cairn_mp_write_uint(&w, v);
+    return w_done(&w, "integer");
+}
+
+int coord_u64_decode(const uint8_t *p, size_t len, const char *key, uint64_t *v)
+{
+    struct rdr d = {.key = key, .field = NULL};
+    cairn_mp_reader_init(&d.r, p, len);
+    CAIRN_FORWARD_IF_ERROR(rd_u64(&d, v));
+    return rd_end(&d);
+}
+
+int coord_i64_encode(int64_t v, struct cairn_buf *out)
+{
+    struct cairn_mp_writer w;
+    cairn_mp_writer_init(&w, out);
+    cairn_mp_write_int(&w, v);
+    return w_done(&w, "integer");
+}
+
+int coord_i64_decode(const uint8_t *p, size_t len, const char *key, int64_t *v)
+{
+    struct rdr d = {.key = key, .field = NULL};
+    cairn_mp_reader_init(&d.r, p, len);
+    CAIRN_FORWARD_IF_ERROR(rd_i64(&d, v));
+    return rd_end(&d);
+}
+
+/* ---- store ------------------------------------------------------------------------------------- */
+
+int coord_meta_open(struct cairn_kv **out, const char *data_dir)
+{
+    *out = NULL;
+    char path[4096];
+    struct cairn_kv *kv = NULL;
+    if (mkdir(data_dir, 0700) != 0 && errno != EEXIST)
+        return cairn_err_set_errno(cairn_err_from_errno(errno), errno, "create data dir '%s'", data_dir);
+    int n = snprintf(path, sizeof(path), "%s/meta", data_dir);
+    if (n < 0 || (size_t)n >= sizeof(path))
+        return cairn_err_set(CAIRN_EINVAL, "data dir path '%s' is too long", data_dir);
+    int rc = cairn_kv_open(&kv, path, true);
+    if (rc != CAIRN_OK)
+        return rc;
+    uint64_t schema = 0;
+    rc = coord_meta_get_u64(kv, COORD_KEY_SCHEMA, &schema);
+    if (rc == CAIRN_ENOTFOUND)
+        rc = coord_meta_put_u64(kv, COORD_KEY_SCHEMA, COORD_META_SCHEMA);
+    else if (rc == CAIRN_OK && schema != COORD_META_SCHEMA)
+        rc = cairn_err_set(CAIRN_EVERSION, "metadata store '%s' has layout %" PRIu64 ", this coordinator reads %d",
+                           path, schema, COORD_META_SCHEMA);
+    if (rc != CAIRN_OK) {
+        cairn_kv_close(&kv);
+        return rc;
+    }
+    *out = kv;
+    return CAIRN_OK;
+}
+
+static int put_encoded(struct cairn_kv *kv, const char *key, size_t klen, struct cairn_buf *b)
+{
+    int rc = cairn_kv_put(kv, key, klen, b->data, b->len);
+    cairn_buf_release(b);
+    return rc;
+}
+
+int coord_meta_put_app(struct cairn_kv *kv, const struct coord_app_rec *r)
+{
+    char key[COORD_KEY_MAX];
+    size_t klen = coord_key_app(key, r->name);
+    struct cairn_buf b;
+    cairn_buf_init(&b, COORD_RECORD_MAX);
+    int rc = klen ? coord_app_encode(r, &b) : cairn_err_set(CAIRN_EINVAL, "app name too long");
+    if (rc != CAIRN_OK) {
+        cairn_buf_release(&b);
+        return rc;
+    }
+    return put_encoded(kv, key, klen, &b);
+}
+
+int coord_meta_put_worker(struct cairn_kv *kv, const struct coord_worker_rec *r)
+{
+    char key[COORD_KEY_MAX];
+    size_t klen = coord_key_worker(key, r->id);
+    struct cairn_buf b;
+    cairn_buf_init(&b, COORD_RECORD_MAX);
+    int rc = klen ? coord_worker_encode(r, &b) : cairn_err_set(CAIRN_EINVAL, "worker id too long");
+    if (rc != CAIRN_OK) {
+        cairn_buf_release(&b);
+        return rc;
+    }
+    return put_encoded(kv, key, klen, &b);
+}
+
+int coord_meta_batch_job(struct cairn_kv_batch *bt, const struct coord_job_rec *r)
+{
+    char key[COORD_KEY_MAX];
+    size_t klen = coord_key_job(key, r->id);
+    struct cairn_buf b;
+    cairn_buf_init(&b, COORD_RECORD_MAX);
+    int rc = coord_job_encode(r, &b);
+    if (rc == CAIRN_OK)
+        cairn_kv_batch_put(bt, key, klen, b.data, b.len);
+    cairn_buf_release(&b);
+    return rc;
+}
+
+int coord_meta_put_u64(struct cairn_kv *kv, const char *key, uint64_t v)
+{
+    struct cairn_buf b;
+    cairn_buf_init(&b, 16);
+    int rc = coord_u64_encode(v, &b);
+    if (rc != CAIRN_OK) {
+        cairn_buf_release(&b);
+        return rc;
+    }
+    return put_encoded(kv, key, strlen(key), &b);
+}
+
+int coord_meta_put_i64(struct cairn_kv *kv, const char *key, int64_t v)
+{
+    struct cairn_buf b;
+    cairn_buf_init(&b, 16);
+    int rc = coord_i64_encode(v, &b);
+    if (rc != CAIRN_OK) {
+        cairn_buf_release(&b);
+        return rc;
+    }
+    return put_encoded(kv, key, strlen(key), &b);
+}
+
+int coord_meta_get_job(struct cairn_kv *kv, const char *id, struct coord_job_rec *r)
+{
+    char key[COORD_KEY_MAX];
+    uint8_t *v = NULL;
+    size_t vlen = 0;
+    memset(r, 0, sizeof(*r));
+    size_t klen = coord_key_job(key, id);
+    if (!klen)
+        return cairn_err_set(CAIRN_ENOTFOUND, "job '%s' not found", id);
+    int rc = cairn_kv_get(kv, key, klen, &v, &vlen);
+    if (rc == CAIRN_ENOTFOUND)
+        return cairn_err_set(CAIRN_ENOTFOUND, "job '%s' not found", id);
+    if (rc != CAIRN_OK)
+        return rc;
+    rc = coord_job_decode(v, vlen, key, r);
+    cairn_kv_free(v);
+    return rc;
+}
+
+int coord_meta_get_u64(struct cairn_kv *kv, const char *key, uint64_t *out)
+{
+    uint8_t *v = NULL;
+    size_t vlen = 0;
+    int rc = cairn_kv_get(kv, key, strlen(key), &v, &vlen);
+    if (rc != CAIRN_OK)
+        return rc;
+    rc = coord_u64_decode(v, vlen, key, out);
+    cairn_kv_free(v);
+    return rc;
+}
+
+int coord_meta_get_i64(struct cairn_kv *kv, const char *key, int64_t *out)
+{
+    uint8_t *v = NULL;
+    size_t vlen = 0;
+    int rc = cairn_kv_get(kv, key, strlen(key), &v, &vlen);
+    if (rc != CAIRN_OK)
+        return rc;
+    rc = coord_i64_decode(v, vlen, key, out);
+    cairn_kv_free(v);
+    return rc;
+}
+
+int coord_meta_get_req(struct cairn_kv *kv, const char *app, const char *req_id, char out[COORD_JOB_ID_LEN + 1])
+{
+    char key[COORD_KEY_MAX];
+    uint8_t *v = NULL;
+    size_t vlen = 0;
+    size_t klen = coord_key_req(key, app, req_id);
+    if (!klen)
+        return cairn_err_set(CAIRN_EINVAL, "request id too long");
+    int rc = cairn_kv_get(kv, key, klen, &v, &vlen);
+    if (rc != CAIRN_OK)
+        return rc;
+    rc = coord_str_decode(v, vlen, key, out, COORD_JOB_ID_LEN);
+    cairn_kv_free(v);
+    if (rc == CAIRN_OK && !coord_job_id_valid(out, strlen(out)))
+        rc = cairn_err_set(CAIRN_ECORRUPT, "metadata record '%s' is corrupt: not a job id", key);
+    return rc;
+}
