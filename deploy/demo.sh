@@ -46,8 +46,18 @@ step "1,000 no-op jobs, 32 in flight (state persisted by the coordinator)"
 cairn job submit noop --count 1000 --window 32
 
 step "store 8 MB on worker w1: chunked, encrypted, replicated to R workers by rendezvous hashing"
-cairn job submit ingest --param bytes=8000000 --param seed=42 --worker w1 --wait
+res=$(cairn --json job submit ingest --param bytes=8000000 --param seed=42 --worker w1 --wait)
+python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r=r.get("result",r); print(f"{r[\"chunks\"]} chunks, {r[\"bytes\"]} bytes, domain {r[\"domain\"]}")' "$res"
+ids=$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r=r.get("result",r); print(",".join(r["ids"][:4]))' "$res")
+dom=$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r=r.get("result",r); print(r["domain"])' "$res")
+echo "where the first 4 chunks live (a chunk-has job on every worker):"
+for w in $(cairn --json cluster status | python3 -c 'import json,sys; print(" ".join(w["id"] for w in json.load(sys.stdin)["workers"]))'); do
+  held=$(cairn --json job submit chunk-has --param-str domain="$dom" --param "ids=[$ids]" --worker "$w" --wait |
+         python3 -c 'import json,sys; r=json.load(sys.stdin); r=r.get("result",r); print(" ".join("x" if h else "." for h in r["held"]))')
+  echo "  $w: $held"
+done
 
+sleep 1.5   # let every worker's next heartbeat report its chunk count
 step "cairn cluster status (chunk counts per worker)"
 cairn cluster status
 
