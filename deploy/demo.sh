@@ -47,7 +47,7 @@ cairn job submit noop --count 1000 --window 32
 
 step "store 8 MB on worker w1: chunked, encrypted, replicated to R workers by rendezvous hashing"
 res=$(cairn --json job submit ingest --param bytes=8000000 --param seed=42 --worker w1 --wait)
-python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r=r.get("result",r); print(f"{r[\"chunks\"]} chunks, {r[\"bytes\"]} bytes, domain {r[\"domain\"]}")' "$res"
+python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r=r.get("result",r); print("%d chunks, %d bytes, domain %s" % (r["chunks"], r["bytes"], r["domain"]))' "$res"
 ids=$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r=r.get("result",r); print(",".join(r["ids"][:4]))' "$res")
 dom=$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r=r.get("result",r); print(r["domain"])' "$res")
 echo "where the first 4 chunks live (a chunk-has job on every worker):"
