@@ -12,8 +12,13 @@
  *     Exit status 0, or the cairn error number (cairn/err.h).
  *   - The cluster is found through CAIRN_* variables (libcairn reads them);
  *     commands that need no cluster (keygen, help) never look at them.
- *   - Commands of later issues (image, sandbox, snapshot) are left out of the
- *     usage text until they exist; invoking one says so with EUNSUPPORTED (11).
+ *   - Commands of later issues (sandbox mount/unmount/snapshot-dir/snapshot/
+ *     restore, snapshot *) are left out of the usage text until they exist;
+ *     invoking one says so with EUNSUPPORTED (11).
+ *   - `sandbox exec` streams the command's output to our stdout/stderr as it
+ *     is produced and exits with the command's exit code (the cairn error
+ *     number only when the call itself failed); the words after `--` are the
+ *     command, so its options never reach our parser.
  *
  * --wait: `--wait` alone waits until the job finished; `--wait MS` (digits:
  * milliseconds) or `--wait 30s` (a duration, cairn/config.h) bounds the wait.
@@ -35,7 +40,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_WORDS 8
+#define MAX_WORDS 300 /* command words, and the words of `sandbox exec SB CMD ARGS` */
+#define MAX_ENV 256
 
 enum opt_bits {
     O_OUT = 1 << 0,
@@ -47,6 +53,15 @@ enum opt_bits {
     O_WAIT = 1 << 6,
     O_REQ_ID = 1 << 7,
     O_COUNT = 1 << 8,
+    O_NAME = 1 << 9,
+    O_APP = 1 << 10,
+    O_IMAGE = 1 << 11,
+    O_ENABLE_SNAPSHOT = 1 << 12,
+    O_GPU = 1 << 13,
+    O_ENV = 1 << 14,
+    O_WORKDIR = 1 << 15,
+    O_TTL = 1 << 16,
+    O_ALL = 1 << 17,
 };
 
 struct cli {
@@ -56,6 +71,13 @@ struct cli {
     const char *words[MAX_WORDS];
     size_t nwords;
     const char *out, *token_out, *worker, *req_id, *timeout, *count, *window;
+    const char *name, *app, *image, *gpu, *workdir, *ttl;
+    const char *env[MAX_ENV];
+    size_t nenv;
+    char **after_dd; /* the words after `--` (a sandbox's command) */
+    size_t nafter_dd;
+    bool dashdash;   /* `--` was given */
+    bool timeout_is_cmd; /* sandbox exec: --timeout is the command's, not the call's */
     bool wait;
     const char *wait_val; /* NULL: until finished */
     struct cairn_params *params;
@@ -79,16 +101,36 @@ static const char usage_text[] =
     "  job get JOB [--wait [MS]]            state of a job (and its result once it succeeded)\n"
     "  admin clock advance DUR              admin, test clusters: move the coordinator's clock (29d, 12h)\n"
     "\n"
+    "  image import PATH|TARBALL [--name N] a directory (sent as a tar) or a tarball (tar, tar.gz, tar.zst,\n"
+    "                                       ...) as a base image; prints its id (im-...)\n"
+    "  image ls | show ID|NAME | rm ID      the app's images\n"
+    "  sandbox create [--image ID|NAME] [--enable-snapshot] [--gpu N] [--worker W] [--env K=V]...\n"
+    "                 [--workdir D] [-- CMD ARGS...]\n"
+    "                                       start a sandbox (default image: the app's image named\n"
+    "                                       'default'; default CMD: sleep forever); prints its id (sb-...)\n"
+    "  sandbox exec SB [--timeout DUR] [--env K=V]... [--workdir D] -- CMD [ARGS...]\n"
+    "                                       run CMD in SB: its stdout and stderr stream to ours and its\n"
+    "                                       exit code is ours; our stdin goes to it when it is not a\n"
+    "                                       terminal (64 KiB at most); --timeout kills CMD (exit 137).\n"
+    "                                       With --json: {\"exit_code\", \"stdout\", \"stderr\"}, exit 0\n"
+    "  sandbox snapshot-fs SB [--ttl DUR]   filesystem snapshot (SB keeps running); prints the image id,\n"
+    "                                       and the pause on stderr\n"
+    "  sandbox ls [--all] | terminate SB    the app's sandboxes (--all: terminated ones too); stop one\n"
+    "\n"
     "  --json            print exactly one JSON object on stdout (errors too); accepted anywhere\n"
+    "  --app A           image and sandbox commands: act in app A (CAIRN_TOKEN_FILE / CAIRN_TOKEN\n"
+    "                    must then hold A's token)\n"
     "  --param k=v       123 is a number, true/false a bool, [a,b] an array of strings, else a string;\n"
     "                    --param-str k=v always a string\n"
     "  --wait [MS]       wait until the job finished; MS (or 30s, 2m) bounds the wait\n"
-    "  --timeout MS      per-call deadline (default CAIRN_TIMEOUT_MS or 10000)\n"
+    "  --timeout MS      per-call deadline (default CAIRN_TIMEOUT_MS or 10000); for sandbox exec, the\n"
+    "                    command's time limit as a duration (30s, 5m)\n"
     "\n"
     "environment (printed by `deploy/local-cluster.sh up`): CAIRN_COORDINATOR, CAIRN_COORDINATOR_KEY,\n"
     "CAIRN_CLIENT_KEY, CAIRN_APP, CAIRN_TOKEN_FILE (or CAIRN_TOKEN), CAIRN_ADMIN_TOKEN_FILE, CAIRN_TIMEOUT_MS\n"
-    "exit status: 0, or the cairn error number (1 EINVAL, 5 ENOTFOUND, 6 EEXIST, 7 EAUTH, 11 EUNSUPPORTED,\n"
-    "12 EPERM, 14 ETIMEDOUT, 21 EUNAVAILABLE, ...)\n";
+    "exit status: 0, or the cairn error number (1 EINVAL, 4 ECORRUPT, 5 ENOTFOUND, 6 EEXIST, 7 EAUTH,\n"
+    "10 ETOOBIG, 11 EUNSUPPORTED, 12 EPERM, 14 ETIMEDOUT, 19 EBUSY, 21 EUNAVAILABLE, ...); sandbox exec\n"
+    "exits with the command's exit code once the command ran\n";
 
 /* ---- output ---------------------------------------------------------------------------------- */
 
@@ -177,6 +219,9 @@ static const struct optdef optdefs[] = {
     {"--force", 0, O_FORCE}, {"--token-out", 1, O_TOKEN_OUT}, {"--param", 1, O_PARAM},
     {"--param-str", 1, O_PARAM}, {"--worker", 1, O_WORKER}, {"--wait", 2, O_WAIT},
     {"--req-id", 1, O_REQ_ID}, {"--count", 1, O_COUNT}, {"--window", 1, O_COUNT},
+    {"--name", 1, O_NAME},   {"--app", 1, O_APP},       {"--image", 1, O_IMAGE},
+    {"--enable-snapshot", 0, O_ENABLE_SNAPSHOT}, {"--gpu", 1, O_GPU}, {"--env", 1, O_ENV},
+    {"--workdir", 1, O_WORKDIR}, {"--ttl", 1, O_TTL},  {"--all", 0, O_ALL},
 };
 
 /* Parse argv into cl. On error returns the exit status (the error already printed). */
@@ -192,7 +237,9 @@ static int parse_args(struct cli *cl, int argc, char **argv)
     }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (only_words || a[0] != '-' || !strcmp(a, "-")) {
+        if (only_words)
+            break;
+        if (a[0] != '-' || !strcmp(a, "-")) {
             if (cl->nwords >= MAX_WORDS)
                 return failf(cl, CAIRN_EINVAL, "too many arguments (at '%s'); see cairn --help", a);
             cl->words[cl->nwords++] = a;
@@ -200,6 +247,9 @@ static int parse_args(struct cli *cl, int argc, char **argv)
         }
         if (!strcmp(a, "--")) {
             only_words = true;
+            cl->dashdash = true;
+            cl->after_dd = argv + i + 1;
+            cl->nafter_dd = (size_t)(argc - i - 1);
             continue;
         }
         const char *eq = strchr(a, '=');
@@ -244,6 +294,25 @@ static int parse_args(struct cli *cl, int argc, char **argv)
         } else if (d->bit == O_WAIT) {
             cl->wait = true;
             cl->wait_val = val;
+        } else if (d->bit == O_NAME) {
+            cl->name = val;
+        } else if (d->bit == O_APP) {
+            cl->app = val;
+        } else if (d->bit == O_IMAGE) {
+            cl->image = val;
+        } else if (d->bit == O_GPU) {
+            cl->gpu = val;
+        } else if (d->bit == O_WORKDIR) {
+            cl->workdir = val;
+        } else if (d->bit == O_TTL) {
+            cl->ttl = val;
+        } else if (d->bit == O_ENV) {
+            if (cl->nenv >= MAX_ENV)
+                return failf(cl, CAIRN_EINVAL, "at most %d --env options", MAX_ENV);
+            const char *veq = strchr(val, '=');
+            if (!veq || veq == val)
+                return failf(cl, CAIRN_EINVAL, "--env '%s' is not NAME=value", val);
+            cl->env[cl->nenv++] = val;
         } else if (d->bit == O_PARAM) {
             if (!cl->params && !(cl->params = cairn_params_new()))
                 return fail(cl, CAIRN_ENOMEM);
@@ -298,10 +367,13 @@ static int parse_wait(const struct cli *cl, uint32_t *ms)
 
 static int open_client(const struct cli *cl, struct cairn_client **c)
 {
+    /* --app A: act in app A (with the token the environment gives: that app's) */
+    if (cl->app && setenv("CAIRN_APP", cl->app, 1) != 0)
+        return failf(cl, CAIRN_ENOMEM, "cannot set CAIRN_APP");
     int rc = cairn_client_new_from_env(c);
     if (rc != CAIRN_OK)
         return fail(cl, rc);
-    if (cl->timeout) {
+    if (cl->timeout && !cl->timeout_is_cmd) {
         char *end = NULL;
         errno = 0;
         unsigned long v = strtoul(cl->timeout, &end, 10);
@@ -792,9 +864,668 @@ static int cmd_clock_advance(struct cli *cl)
     return CAIRN_OK;
 }
 
+/* ---- JSON objects ---------------------------------------------------------------------------- */
+
+/* A small writer for nested JSON objects: errors are sticky in rc, emitted once by jw_emit. */
+struct jw {
+    struct cairn_buf b;
+    int rc;
+    int depth;
+    bool first[8];
+};
+
+static void jw_init(struct jw *w)
+{
+    memset(w, 0, sizeof(*w));
+    cairn_buf_init(&w->b, 0);
+    w->rc = cairn__json_raw(&w->b, "{");
+    w->first[0] = true;
+}
+
+/* The key of the next member, or the comma before the next array element (k NULL). */
+static void jw_key(struct jw *w, const char *k)
+{
+    bool first = w->first[w->depth];
+    w->first[w->depth] = false;
+    if (w->rc)
+        return;
+    if (k)
+        w->rc = cairn__json_key(&w->b, k, first);
+    else if (!first)
+        w->rc = cairn__json_raw(&w->b, ",");
+}
+
+static void jw_raw(struct jw *w, const char *t)
+{
+    if (!w->rc)
+        w->rc = cairn__json_raw(&w->b, t);
+}
+
+static void jw_str(struct jw *w, const char *k, const char *v)
+{
+    jw_key(w, k);
+    if (!w->rc)
+        w->rc = cairn__json_cstr(&w->b, v);
+}
+
+/* Only when not empty. */
+static void jw_str_opt(struct jw *w, const char *k, const char *v)
+{
+    if (v && *v)
+        jw_str(w, k, v);
+}
+
+static void jw_bytes(struct jw *w, const char *k, const uint8_t *p, size_t n)
+{
+    jw_key(w, k);
+    if (!w->rc)
+        w->rc = cairn__json_str(&w->b, (const char *)p, n);
+}
+
+static void jw_u64(struct jw *w, const char *k, uint64_t v)
+{
+    jw_key(w, k);
+    if (!w->rc)
+        w->rc = cairn__json_u64(&w->b, v);
+}
+
+static void jw_i64(struct jw *w, const char *k, int64_t v)
+{
+    jw_key(w, k);
+    if (!w->rc)
+        w->rc = cairn__json_i64(&w->b, v);
+}
+
+static void jw_bool(struct jw *w, const char *k, bool v)
+{
+    jw_key(w, k);
+    jw_raw(w, v ? "true" : "false");
+}
+
+/* Open an object or array ('{' or '['), as member k or as the next array element (k NULL). */
+static void jw_open(struct jw *w, const char *k, char kind)
+{
+    jw_key(w, k);
+    jw_raw(w, kind == '[' ? "[" : "{");
+    if (w->depth + 1 < (int)CAIRN_ARRAY_LEN(w->first))
+        w->first[++w->depth] = true;
+    else if (!w->rc)
+        w->rc = CAIRN_EINTERNAL;
+}
+
+static void jw_close(struct jw *w, char kind)
+{
+    jw_raw(w, kind == '[' ? "]" : "}");
+    if (w->depth > 0)
+        w->depth--;
+}
+
+static int jw_emit(struct jw *w, int exit_rc)
+{
+    jw_raw(w, "}");
+    return emit_json_rc(&w->b, w->rc, exit_rc);
+}
+
+/* ---- images and sandboxes: helpers ----------------------------------------------------------- */
+
+/* "2026-05-07T10:11:12Z", or "-" for 0. */
+static void fmt_time(char *out, size_t cap, int64_t ns)
+{
+    if (ns <= 0) {
+        snprintf(out, cap, "-");
+        return;
+    }
+    time_t t = (time_t)(ns / 1000000000);
+    struct tm tm;
+    if (!gmtime_r(&t, &tm) || !strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm))
+        snprintf(out, cap, "?");
+}
+
+/* A duration option (30s, 2m, 1h, 7d; bare digits are seconds) into ms. */
+static int parse_dur(const struct cli *cl, const char *opt, const char *v, uint64_t *ms)
+{
+    if (cairn_duration_parse(v, ms) != CAIRN_OK)
+        return failf(cl, CAIRN_EINVAL, "%s '%s' is not a duration (e.g. 30s, 5m, 2h, 7d)", opt, v);
+    return CAIRN_OK;
+}
+
+/* Import progress on a terminal: one line, rewritten at most 5 times a second. */
+struct progress_line {
+    uint64_t last_ns;
+    bool shown;
+    const char *stage;
+};
+
+static void progress_cb(void *arg, const char *stage, uint64_t done, uint64_t total)
+{
+    struct progress_line *p = arg;
+    uint64_t now = cairn_now_mono_ns();
+    bool stage_change = !p->stage || strcmp(p->stage, stage) != 0;
+    if (!stage_change && now - p->last_ns < 200000000ull && !(total && done >= total))
+        return;
+    p->last_ns = now;
+    p->stage = stage;
+    char d[32], t[32];
+    fmt_bytes(d, sizeof(d), done);
+    if (!strcmp(stage, "upload")) {
+        if (total) {
+            fmt_bytes(t, sizeof(t), total);
+            fprintf(stderr, "\r\033[Kuploading: %s of %s (%.0f%%)", d, t, 100.0 * (double)done / (double)total);
+        } else {
+            fprintf(stderr, "\r\033[Kuploading: %s", d);
+        }
+    } else if (total) {
+        fprintf(stderr, "\r\033[Kimporting: %.0f%%", 100.0 * (double)done / (double)total);
+    } else {
+        fprintf(stderr, "\r\033[Kimporting...");
+    }
+    fflush(stderr);
+    p->shown = true;
+}
+
+/* ---- image commands -------------------------------------------------------------------------- */
+
+static int cmd_image_import(struct cli *cl)
+{
+    int rc = check_cmd(cl, O_NAME | O_APP, 3, 3);
+    if (rc)
+        return rc;
+    struct cairn_client *c = NULL;
+    if ((rc = open_client(cl, &c)))
+        return rc;
+    struct progress_line pl;
+    memset(&pl, 0, sizeof(pl));
+    struct cairn_image_import_opts o = {.name = cl->name};
+    if (!cl->json && isatty(2)) {
+        o.progress = progress_cb;
+        o.progress_arg = &pl;
+    }
+    struct cairn_image_import_result r;
+    rc = cairn_image_import(c, cl->words[2], &o, &r);
+    if (pl.shown)
+        fputs("\r\033[K", stderr);
+    if (rc != CAIRN_OK) {
+        rc = fail(cl, rc);
+        goto out;
+    }
+    if (!cl->json) {
+        printf("%s\n", r.id);
+        goto out;
+    }
+    struct jw w;
+    jw_init(&w);
+    jw_str(&w, "id", r.id);
+    jw_str_opt(&w, "name", cl->name);
+    jw_str(&w, "job", r.job);
+    jw_u64(&w, "bytes", r.bytes);
+    rc = jw_emit(&w, CAIRN_OK);
+out:
+    cairn_client_destroy(&c);
+    return rc;
+}
+
+static void image_json(struct jw *w, const char *k, const struct cairn_image_info *im)
+{
+    jw_open(w, k, '{');
+    jw_str(w, "id", im->id);
+    jw_str(w, "kind", im->kind);
+    jw_str_opt(w, "name", im->name);
+    jw_str_opt(w, "parent", im->parent);
+    jw_str_opt(w, "encryption", im->encryption);
+    jw_i64(w, "created_at", im->created_at_ns);
+    if (im->last_used_at_ns)
+        jw_i64(w, "last_used_at", im->last_used_at_ns);
+    if (im->expires_at_ns)
+        jw_i64(w, "expires_at", im->expires_at_ns);
+    jw_str_opt(w, "retention", im->retention);
+    jw_u64(w, "size", im->size);
+    jw_u64(w, "files", im->files);
+    jw_u64(w, "stored", im->stored);
+    jw_close(w, '}');
+}
+
+static int cmd_image_ls(struct cli *cl)
+{
+    int rc = check_cmd(cl, O_APP, 2, 2);
+    if (rc)
+        return rc;
+    struct cairn_client *c = NULL;
+    struct cairn_image_list *l = NULL;
+    if ((rc = open_client(cl, &c)))
+        return rc;
+    rc = cairn_image_ls(c, NULL, &l);
+    if (rc != CAIRN_OK) {
+        rc = fail(cl, rc);
+    } else if (cl->json) {
+        struct jw w;
+        jw_init(&w);
+        jw_open(&w, "images", '[');
+        for (size_t i = 0; i < l->n; i++)
+            image_json(&w, NULL, &l->images[i]);
+        jw_close(&w, '[');
+        rc = jw_emit(&w, CAIRN_OK);
+    } else {
+        int wname = 4;
+        for (size_t i = 0; i < l->n; i++)
+            wname = CAIRN_MAX(wname, (int)strlen(l->images[i].name));
+        printf("%-19s  %-4s  %-*s  %10s  %8s  %-20s  %-20s  %s\n", "ID", "KIND", wname, "NAME", "SIZE", "FILES",
+               "CREATED", "EXPIRES", "PARENT");
+        for (size_t i = 0; i < l->n; i++) {
+            const struct cairn_image_info *im = &l->images[i];
+            char size[32], created[32], expires[32];
+            fmt_bytes(size, sizeof(size), im->size);
+            fmt_time(created, sizeof(created), im->created_at_ns);
+            if (im->expires_at_ns)
+                fmt_time(expires, sizeof(expires), im->expires_at_ns);
+            else
+                snprintf(expires, sizeof(expires), "never");
+            printf("%-19s  %-4s  %-*s  %10s  %8" PRIu64 "  %-20s  %-20s  %s\n", im->id, im->kind, wname,
+                   im->name[0] ? im->name : "-", size, im->files, created, expires, im->parent[0] ? im->parent : "-");
+        }
+    }
+    cairn_image_list_free(&l);
+    cairn_client_destroy(&c);
+    return rc;
+}
+
+static int cmd_image_show(struct cli *cl)
+{
+    int rc = check_cmd(cl, O_APP, 3, 3);
+    if (rc)
+        return rc;
+    struct cairn_client *c = NULL;
+    if ((rc = open_client(cl, &c)))
+        return rc;
+    char id[CAIRN_ID_MAX + 1];
+    struct cairn_image_info im;
+    rc = cairn_image_resolve(c, cl->words[2], id);
+    if (rc == CAIRN_OK)
+        rc = cairn_image_show(c, id, &im);
+    if (rc != CAIRN_OK) {
+        rc = fail(cl, rc);
+    } else if (cl->json) {
+        struct jw w;
+        jw_init(&w);
+        jw_str(&w, "id", im.id);
+        jw_str(&w, "kind", im.kind);
+        jw_str_opt(&w, "name", im.name);
+        jw_str_opt(&w, "parent", im.parent);
+        jw_str_opt(&w, "encryption", im.encryption);
+        jw_i64(&w, "created_at", im.created_at_ns);
+        if (im.last_used_at_ns)
+            jw_i64(&w, "last_used_at", im.last_used_at_ns);
+        if (im.expires_at_ns)
+            jw_i64(&w, "expires_at", im.expires_at_ns);
+        jw_str_opt(&w, "retention", im.retention);
+        jw_u64(&w, "size", im.size);
+        jw_u64(&w, "files", im.files);
+        jw_u64(&w, "stored", im.stored);
+        rc = jw_emit(&w, CAIRN_OK);
+    } else {
+        char t[40], size[32], stored[32];
+        fmt_bytes(size, sizeof(size), im.size);
+        fmt_bytes(stored, sizeof(stored), im.stored);
+        printf("id:          %s\n", im.id);
+        printf("kind:        %s\n", im.kind);
+        printf("name:        %s\n", im.name[0] ? im.name : "-");
+        printf("parent:      %s\n", im.parent[0] ? im.parent : "-");
+        printf("encryption:  %s\n", im.encryption[0] ? im.encryption : "-");
+        fmt_time(t, sizeof(t), im.created_at_ns);
+        printf("created:     %s\n", t);
+        fmt_time(t, sizeof(t), im.last_used_at_ns);
+        printf("last used:   %s\n", t);
+        if (im.expires_at_ns)
+            fmt_time(t, sizeof(t), im.expires_at_ns);
+        else
+            snprintf(t, sizeof(t), "never");
+        printf("expires:     %s\n", t);
+        printf("retention:   %s\n", im.retention[0] ? im.retention : "-");
+        printf("size:        %s (%" PRIu64 " bytes)\n", size, im.size);
+        printf("files:       %" PRIu64 "\n", im.files);
+        printf("stored:      %s\n", stored);
+    }
+    cairn_client_destroy(&c);
+    return rc;
+}
+
+static int cmd_image_rm(struct cli *cl)
+{
+    int rc = check_cmd(cl, O_APP, 3, 3);
+    if (rc)
+        return rc;
+    struct cairn_client *c = NULL;
+    if ((rc = open_client(cl, &c)))
+        return rc;
+    rc = cairn_image_rm(c, cl->words[2]);
+    cairn_client_destroy(&c);
+    if (rc != CAIRN_OK)
+        return fail(cl, rc);
+    if (!cl->json) {
+        printf("%s\n", cl->words[2]);
+        return CAIRN_OK;
+    }
+    struct jw w;
+    jw_init(&w);
+    jw_str(&w, "id", cl->words[2]);
+    jw_bool(&w, "removed", true);
+    return jw_emit(&w, CAIRN_OK);
+}
+
+/* ---- sandbox commands ------------------------------------------------------------------------ */
+
+static int cmd_sandbox_create(struct cli *cl)
+{
+    int rc = check_cmd(cl, O_IMAGE | O_ENABLE_SNAPSHOT | O_GPU | O_WORKER | O_ENV | O_WORKDIR | O_APP | O_REQ_ID, 2, 2);
+    if (rc)
+        return rc;
+    struct cairn_sandbox_opts o = {
+        .image = cl->image,
+        .cmd = (const char *const *)cl->after_dd,
+        .ncmd = cl->nafter_dd,
+        .env = cl->env,
+        .nenv = cl->nenv,
+        .workdir = cl->workdir,
+        .enable_snapshot = (cl->used & O_ENABLE_SNAPSHOT) != 0,
+        .worker = cl->worker,
+        .req_id = cl->req_id,
+    };
+    if (cl->dashdash && cl->nafter_dd == 0)
+        return failf(cl, CAIRN_EINVAL, "sandbox create: no command after '--'");
+    if (cl->gpu) {
+        size_t g = 0;
+        if (!strcmp(cl->gpu, "0"))
+            g = 0;
+        else if ((rc = parse_count(cl, "--gpu", cl->gpu, 16, &g)))
+            return rc;
+        o.gpu = (unsigned)g;
+    }
+    struct cairn_client *c = NULL;
+    if ((rc = open_client(cl, &c)))
+        return rc;
+    struct cairn_sandbox_ref r;
+    rc = cairn_sandbox_create(c, &o, &r);
+    cairn_client_destroy(&c);
+    if (rc != CAIRN_OK)
+        return fail(cl, rc);
+    if (!cl->json) {
+        printf("%s\n", r.id);
+        return CAIRN_OK;
+    }
+    struct jw w;
+    jw_init(&w);
+    jw_str(&w, "id", r.id);
+    jw_str_opt(&w, "worker", r.worker);
+    jw_str_opt(&w, "job", r.job);
+    return jw_emit(&w, CAIRN_OK);
+}
+
+/* Write all of p to fd (the CLI's stdout or stderr), as produced. */
+static int write_all(int fd, const uint8_t *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return cairn_err_set_errno(CAIRN_EIO, errno, "cannot write the command's %s",
+                                       fd == 1 ? "stdout" : "stderr");
+        p += w;
+        n -= (size_t)w;
+    }
+    return CAIRN_OK;
+}
+
+static int exec_output(void *arg, int stream, const uint8_t *data, size_t len)
+{
+    (void)arg;
+    return write_all(stream == 2 ? 2 : 1, data, len);
+}
+
+/* The CLI's stdin when it is not a terminal: at most CAIRN_EXEC_STDIN_MAX bytes. */
+static int read_stdin(const struct cli *cl, uint8_t **out, size_t *len)
+{
+    *out = NULL;
+    *len = 0;
+    if (isatty(0))
+        return CAIRN_OK;
+    size_t cap = CAIRN_EXEC_STDIN_MAX + 1;
+    uint8_t *buf = malloc(cap);
+    if (!buf)
+        return failf(cl, CAIRN_ENOMEM, "out of memory for stdin");
+    size_t n = 0;
+    while (n < cap) {
+        ssize_t r = read(0, buf + n, cap - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && errno == EBADF) /* no stdin at all */
+            break;
+        if (r < 0) {
+            int e = errno;
+            free(buf);
+            return failf(cl, CAIRN_EIO, "cannot read stdin: %s", strerror(e));
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    if (n > CAIRN_EXEC_STDIN_MAX) {
+        free(buf);
+        return failf(cl, CAIRN_ETOOBIG,
+                     "stdin holds more than %u bytes, the most an exec can pass (redirect it from a file or "
+                     "/dev/null, or copy the data into the sandbox another way)",
+                     CAIRN_EXEC_STDIN_MAX);
+    }
+    *out = buf;
+    *len = n;
+    return CAIRN_OK;
+}
+
+static int cmd_sandbox_exec(struct cli *cl)
+{
+    int rc = check_cmd(cl, O_ENV | O_WORKDIR | O_APP, 3, MAX_WORDS);
+    if (rc)
+        return rc;
+    /* the command: after `--`, or (without it) the words after SB */
+    const char *argv[MAX_WORDS + 256];
+    size_t argc = 0;
+    for (size_t i = 3; i < cl->nwords; i++)
+        argv[argc++] = cl->words[i];
+    if (argc && cl->dashdash)
+        return failf(cl, CAIRN_EINVAL, "sandbox exec: unexpected '%s' before '--' (usage: cairn sandbox exec SB -- CMD "
+                                       "[ARGS...])", cl->words[3]);
+    for (size_t i = 0; i < cl->nafter_dd; i++) {
+        if (argc >= 256)
+            return failf(cl, CAIRN_EINVAL, "sandbox exec: at most 256 command words");
+        argv[argc++] = cl->after_dd[i];
+    }
+    if (argc == 0)
+        return failf(cl, CAIRN_EINVAL, "sandbox exec: no command (usage: cairn sandbox exec SB -- CMD [ARGS...])");
+    struct cairn_exec_opts o = {.env = cl->env, .nenv = cl->nenv, .workdir = cl->workdir};
+    if (cl->timeout && (rc = parse_dur(cl, "--timeout", cl->timeout, &o.timeout_ms)))
+        return rc;
+    uint8_t *in = NULL;
+    if ((rc = read_stdin(cl, &in, &o.stdin_len)))
+        return rc;
+    o.stdin_data = in;
+    struct cairn_client *c = NULL;
+    if ((rc = open_client(cl, &c))) {
+        free(in);
+        return rc;
+    }
+    const char *sb = cl->words[2];
+    if (cl->json) {
+        struct cairn_exec_result *r = NULL;
+        rc = cairn_sandbox_exec(c, sb, argv, argc, &o, &r);
+        if (rc != CAIRN_OK) {
+            rc = fail(cl, rc);
+        } else {
+            struct jw w;
+            jw_init(&w);
+            jw_i64(&w, "exit_code", r->exit_code);
+            jw_bytes(&w, "stdout", r->out, r->out_len);
+            jw_bytes(&w, "stderr", r->err, r->err_len);
+            if (r->truncated)
+                jw_bool(&w, "truncated", true);
+            rc = jw_emit(&w, CAIRN_OK);
+        }
+        cairn_exec_result_free(&r);
+    } else {
+        int code = 0;
+        rc = cairn_sandbox_exec_stream(c, sb, argv, argc, &o, exec_output, NULL, &code);
+        if (rc != CAIRN_OK)
+            rc = fail(cl, rc);
+        else
+            rc = code < 0 || code > 255 ? 255 : code;
+    }
+    free(in);
+    cairn_client_destroy(&c);
+    return rc;
+}
+
+static int cmd_sandbox_snapshot_fs(struct cli *cl)
+{
+    int rc = check_cmd(cl, O_TTL | O_APP | O_REQ_ID, 3, 3);
+    if (rc)
+        return rc;
+    uint64_t ttl_ms = 0;
+    if (cl->ttl && (rc = parse_dur(cl, "--ttl", cl->ttl, &ttl_ms)))
+        return rc;
+    if (cl->ttl && ttl_ms < 1000)
+        return failf(cl, CAIRN_EINVAL, "--ttl '%s': at least 1s", cl->ttl);
+    struct cairn_client *c = NULL;
+    if ((rc = open_client(cl, &c)))
+        return rc;
+    struct cairn_snapshot_fs_result r;
+    rc = cairn_sandbox_snapshot_fs(c, cl->words[2], (ttl_ms + 999) / 1000, cl->req_id, &r);
+    cairn_client_destroy(&c);
+    if (rc != CAIRN_OK)
+        return fail(cl, rc);
+    if (!cl->json) {
+        fprintf(stderr, "pause: %" PRIu64 " ms\n", r.pause_ms);
+        printf("%s\n", r.image);
+        return CAIRN_OK;
+    }
+    struct jw w;
+    jw_init(&w);
+    jw_str(&w, "id", r.image);
+    jw_str(&w, "sandbox", cl->words[2]);
+    jw_u64(&w, "pause_ms", r.pause_ms);
+    jw_str_opt(&w, "job", r.job);
+    return jw_emit(&w, CAIRN_OK);
+}
+
+static int cmd_sandbox_ls(struct cli *cl)
+{
+    int rc = check_cmd(cl, O_ALL | O_APP, 2, 2);
+    if (rc)
+        return rc;
+    struct cairn_client *c = NULL;
+    struct cairn_sandbox_list *l = NULL;
+    if ((rc = open_client(cl, &c)))
+        return rc;
+    rc = cairn_sandbox_ls(c, (cl->used & O_ALL) != 0, &l);
+    if (rc != CAIRN_OK) {
+        rc = fail(cl, rc);
+    } else if (cl->json) {
+        struct jw w;
+        jw_init(&w);
+        jw_open(&w, "sandboxes", '[');
+        for (size_t i = 0; i < l->n; i++) {
+            const struct cairn_sandbox_info *sb = &l->sandboxes[i];
+            jw_open(&w, NULL, '{');
+            jw_str(&w, "id", sb->id);
+            jw_str(&w, "state", sb->state);
+            jw_str_opt(&w, "worker", sb->worker);
+            jw_str_opt(&w, "image", sb->image);
+            jw_i64(&w, "created_at", sb->created_at_ns);
+            jw_bool(&w, "enable_snapshot", sb->enable_snapshot);
+            jw_u64(&w, "gpu", sb->gpu);
+            jw_str_opt(&w, "restored_from", sb->restored_from);
+            jw_close(&w, '}');
+        }
+        jw_close(&w, '[');
+        rc = jw_emit(&w, CAIRN_OK);
+    } else {
+        int wworker = 6;
+        for (size_t i = 0; i < l->n; i++)
+            wworker = CAIRN_MAX(wworker, (int)strlen(l->sandboxes[i].worker));
+        printf("%-19s  %-10s  %-*s  %-19s  %s\n", "ID", "STATE", wworker, "WORKER", "IMAGE", "CREATED");
+        for (size_t i = 0; i < l->n; i++) {
+            const struct cairn_sandbox_info *sb = &l->sandboxes[i];
+            char created[32];
+            fmt_time(created, sizeof(created), sb->created_at_ns);
+            printf("%-19s  %-10s  %-*s  %-19s  %s\n", sb->id, sb->state, wworker, sb->worker[0] ? sb->worker : "-",
+                   sb->image[0] ? sb->image : "-", created);
+        }
+    }
+    cairn_sandbox_list_free(&l);
+    cairn_client_destroy(&c);
+    return rc;
+}
+
+static int cmd_sandbox_terminate(struct cli *cl)
+{
+    int rc = check_cmd(cl, O_APP | O_REQ_ID, 3, 3);
+    if (rc)
+        return rc;
+    struct cairn_client *c = NULL;
+    if ((rc = open_client(cl, &c)))
+        return rc;
+    rc = cairn_sandbox_terminate(c, cl->words[2], cl->req_id);
+    cairn_client_destroy(&c);
+    if (rc != CAIRN_OK)
+        return fail(cl, rc);
+    if (!cl->json) {
+        printf("%s\n", cl->words[2]);
+        return CAIRN_OK;
+    }
+    struct jw w;
+    jw_init(&w);
+    jw_str(&w, "id", cl->words[2]);
+    jw_str(&w, "state", "terminated");
+    return jw_emit(&w, CAIRN_OK);
+}
+
 /* ---- main ------------------------------------------------------------------------------------ */
 
-static const char *const later_nouns[] = {"image", "sandbox", "snapshot"};
+/* Commands of later issues: "not implemented yet" (EUNSUPPORTED) rather than unknown. */
+static const char *const later_cmds[] = {"sandbox mount", "sandbox unmount", "sandbox snapshot-dir",
+                                         "sandbox snapshot", "sandbox restore", "snapshot ls",
+                                         "snapshot show", "snapshot rm"};
+
+struct command {
+    const char *name; /* "image import" */
+    int (*fn)(struct cli *cl);
+    bool takes_cmd;   /* the words after `--` are a command (not more arguments) */
+};
+
+static const struct command commands[] = {
+    {"cluster status", cmd_cluster_status, false},
+    {"app create", cmd_app_create, false},
+    {"job submit", cmd_job_submit, false},
+    {"job get", cmd_job_get, false},
+    {"image import", cmd_image_import, false},
+    {"image ls", cmd_image_ls, false},
+    {"image show", cmd_image_show, false},
+    {"image rm", cmd_image_rm, false},
+    {"sandbox create", cmd_sandbox_create, true},
+    {"sandbox exec", cmd_sandbox_exec, true},
+    {"sandbox snapshot-fs", cmd_sandbox_snapshot_fs, false},
+    {"sandbox ls", cmd_sandbox_ls, false},
+    {"sandbox terminate", cmd_sandbox_terminate, false},
+};
+
+/* Without a command that takes one, the words after `--` are plain arguments (values starting with '-'). */
+static int words_after_dashdash(struct cli *cl)
+{
+    for (size_t i = 0; i < cl->nafter_dd; i++) {
+        if (cl->nwords >= MAX_WORDS)
+            return failf(cl, CAIRN_EINVAL, "too many arguments; see cairn --help");
+        cl->words[cl->nwords++] = cl->after_dd[i];
+    }
+    cl->nafter_dd = 0;
+    return CAIRN_OK;
+}
 
 int main(int argc, char **argv)
 {
@@ -810,28 +1541,32 @@ int main(int argc, char **argv)
     }
     snprintf(cl.cmd, sizeof(cl.cmd), "%s%s%s", cl.words[0], cl.nwords > 1 ? " " : "", cl.nwords > 1 ? cl.words[1] : "");
     const char *w0 = cl.words[0], *w1 = cl.nwords > 1 ? cl.words[1] : "";
-    if (!strcmp(w0, "keygen")) {
+    const struct command *cmd = NULL;
+    for (size_t i = 0; i < CAIRN_ARRAY_LEN(commands); i++)
+        if (!strcmp(cl.cmd, commands[i].name))
+            cmd = &commands[i];
+    if (!(cmd && cmd->takes_cmd) && (rc = words_after_dashdash(&cl)) != CAIRN_OK)
+        goto out;
+    if (cmd && !strcmp(cmd->name, "sandbox exec"))
+        cl.timeout_is_cmd = true;
+    if (cmd) {
+        rc = cmd->fn(&cl);
+    } else if (!strcmp(w0, "keygen")) {
         snprintf(cl.cmd, sizeof(cl.cmd), "keygen");
         rc = cmd_keygen(&cl);
     } else if (!strcmp(w0, "ping")) {
         snprintf(cl.cmd, sizeof(cl.cmd), "ping");
         rc = cmd_ping(&cl);
-    } else if (!strcmp(w0, "cluster") && !strcmp(w1, "status")) {
-        rc = cmd_cluster_status(&cl);
-    } else if (!strcmp(w0, "app") && !strcmp(w1, "create")) {
-        rc = cmd_app_create(&cl);
-    } else if (!strcmp(w0, "job") && !strcmp(w1, "submit")) {
-        rc = cmd_job_submit(&cl);
-    } else if (!strcmp(w0, "job") && !strcmp(w1, "get")) {
-        rc = cmd_job_get(&cl);
     } else if (!strcmp(w0, "admin") && !strcmp(w1, "clock") && cl.nwords > 2 && !strcmp(cl.words[2], "advance")) {
         snprintf(cl.cmd, sizeof(cl.cmd), "admin clock advance");
         rc = cmd_clock_advance(&cl);
     } else {
         rc = CAIRN_EINVAL;
-        for (size_t i = 0; i < CAIRN_ARRAY_LEN(later_nouns); i++)
-            if (!strcmp(w0, later_nouns[i]))
+        for (size_t i = 0; i < CAIRN_ARRAY_LEN(later_cmds); i++)
+            if (!strcmp(cl.cmd, later_cmds[i]))
                 rc = CAIRN_EUNSUPPORTED;
+        if (!strcmp(w0, "snapshot")) /* memory snapshots: a later issue */
+            rc = CAIRN_EUNSUPPORTED;
         if (rc == CAIRN_EUNSUPPORTED)
             rc = failf(&cl, rc, "'%s' is not implemented yet", cl.cmd);
         else

@@ -27,6 +27,7 @@
 #include "cairn/bytes.h"
 #include "cairn/crypto.h"
 #include "cairn/transport.h"
+#include "client_int.h"
 #include "client_json.h"
 
 #include <errno.h>
@@ -42,35 +43,6 @@
 #define RESULT_JSON_MAX (16u << 20)
 #define TOKEN_FILE_MAX 4096
 #define ADMIN_APP "_admin"
-
-struct pending {
-    uint64_t rid;
-    enum cairn_msg_type type;
-    uint64_t t0_ns;       /* when the job was first submitted (latency accounting) */
-    uint64_t deadline_ns; /* monotonic */
-    unsigned wait_ms;
-};
-
-struct cairn_client {
-    struct cairn_net *net;
-    struct cairn_sock *sock;
-    char *endpoint;
-    char *app;
-    uint8_t token[CAIRN_TOKEN_MAX];
-    size_t token_len;
-    char *app_hint;         /* why app calls cannot be made (NULL when they can) */
-    int app_hint_code;      /* the error app calls then fail with */
-    char *admin_token_file; /* NULL: admin calls fail with admin_hint */
-    const char *admin_hint;
-    unsigned timeout_ms;
-    bool reached; /* a reply has come back on this socket: the coordinator knows us */
-    uint64_t next_rid;
-    struct pending *pend;
-    size_t npend, cappend;
-    struct cairn_msg **stash; /* replies to calls in flight, arrival order */
-    size_t nstash, capstash;
-    char err[1100];
-};
 
 /* ---- errors ---------------------------------------------------------------------------------- */
 
@@ -1233,7 +1205,7 @@ static int async_send(struct cairn_client *c, struct cairn_msg **m, unsigned wai
     cairn_msg_destroy(m);
     if (rc != CAIRN_OK)
         return rc;
-    c->pend[c->npend++] = (struct pending){
+    c->pend[c->npend++] = (struct cairn__pending){
         .rid = rid, .type = type, .t0_ns = t0_ns ? t0_ns : cairn_now_mono_ns(),
         .deadline_ns = deadline_after(c, wait_ms), .wait_ms = wait_ms};
     *ticket = rid;
@@ -1270,7 +1242,7 @@ int cairn_job_get_send(struct cairn_client *c, const char *id, uint32_t wait_ms,
 static int async_finish(struct cairn_client *c, size_t i, struct cairn_msg **m, uint64_t *ticket, uint64_t *t0,
                         struct cairn_job **out)
 {
-    struct pending p = c->pend[i];
+    struct cairn__pending p = c->pend[i];
     pend_remove(c, i);
     *ticket = p.rid;
     if (t0)
@@ -1310,7 +1282,7 @@ static int job_recv(struct cairn_client *c, int timeout_ms, uint64_t *ticket, ui
             if (c->pend[i].deadline_ns < c->pend[first].deadline_ns)
                 first = i;
         if (now >= c->pend[first].deadline_ns) {
-            struct pending p = c->pend[first];
+            struct cairn__pending p = c->pend[first];
             pend_remove(c, first);
             *ticket = p.rid;
             if (t0)
@@ -1331,7 +1303,7 @@ static int job_recv(struct cairn_client *c, int timeout_ms, uint64_t *ticket, ui
         ssize_t i = m ? pend_find(c, cairn_msg_rid(m)) : -1;
         if (rc != CAIRN_OK) {
             if (i >= 0) {
-                struct pending p = c->pend[i];
+                struct cairn__pending p = c->pend[i];
                 pend_remove(c, (size_t)i);
                 *ticket = p.rid;
                 if (t0)
@@ -1453,4 +1425,85 @@ out:
                                                          " calls refused or timed out; first: %s",
                                          st->failed, n, st->errors, first_msg));
     return CAIRN_OK;
+}
+
+/* ---- for the other libcairn files (client_int.h) ---------------------------------------------- */
+
+int cairn__keep_err(struct cairn_client *c, int rc) { return keep_err(c, rc); }
+int cairn__timeout_err(const struct cairn_client *c, uint64_t ms) { return timeout_err(c, ms); }
+int cairn__auth_app(struct cairn_client *c, struct cairn_msg *m, const char *what) { return auth_app(c, m, what); }
+struct cairn_msg *cairn__msg_new(enum cairn_msg_type t) { return msg_new(t); }
+int cairn__send_req(struct cairn_client *c, struct cairn_msg *m, uint64_t *rid) { return send_req(c, m, rid); }
+void cairn__stash_or_drop(struct cairn_client *c, struct cairn_msg **m) { stash_or_drop(c, m); }
+int cairn__reply_err(const struct cairn_msg *m) { return reply_err(m); }
+int cairn__ensure_reached(struct cairn_client *c) { return ensure_reached(c); }
+int cairn__call(struct cairn_client *c, struct cairn_msg **req, unsigned wait_ms, struct cairn_msg **reply)
+{
+    return call(c, req, wait_ms, reply);
+}
+int cairn__job_from_reply(const struct cairn_msg *m, struct cairn_job **out) { return job_from_reply(m, out); }
+void cairn__copy_str(const struct cairn_mval *v, char *out, size_t cap) { copy_str(v, out, cap); }
+uint64_t cairn__get_u64(const struct cairn_mval *v) { return get_u64(v); }
+
+void cairn__gen_id(char *out, const char *prefix)
+{
+    uint8_t r[8];
+    cairn_random_bytes(r, sizeof(r));
+    size_t n = strlen(prefix);
+    memcpy(out, prefix, n);
+    cairn_hex_encode(out + n, r, sizeof(r));
+}
+
+#define PROGRESS_POLL_MS 1000u
+
+int cairn__job_run(struct cairn_client *c, struct cairn_msg **req, unsigned req_wait_ms, cairn_progress_fn progress,
+                   void *progress_arg, struct cairn_job **job, struct cairn_msg **final)
+{
+    *job = NULL;
+    *final = NULL;
+    struct cairn_msg *rep = NULL;
+    struct cairn_job *j = NULL;
+    int rc = call(c, req, req_wait_ms, &rep);
+    if (rc == CAIRN_OK)
+        rc = job_from_reply(rep, &j);
+    while (rc == CAIRN_OK && !cairn_job_finished(j)) {
+        if (progress)
+            progress(progress_arg, "import", j->done, j->total);
+        unsigned step = progress ? PROGRESS_POLL_MS : WAIT_STEP_MS;
+        struct cairn_msg *get = NULL, *next = NULL;
+        rc = build_get(c, j->id, step, &get);
+        if (rc == CAIRN_OK)
+            rc = call(c, &get, step, &next);
+        struct cairn_job *nj = NULL;
+        if (rc == CAIRN_OK)
+            rc = job_from_reply(next, &nj);
+        if (rc != CAIRN_OK) {
+            cairn_msg_destroy(&next);
+            break;
+        }
+        cairn_msg_destroy(&rep);
+        rep = next;
+        cairn_job_free(&j);
+        j = nj;
+    }
+    if (rc != CAIRN_OK) {
+        cairn_msg_destroy(&rep);
+        cairn_job_free(&j);
+        return rc;
+    }
+    if (progress && j->state == CAIRN_JOB_SUCCEEDED && (j->done || j->total))
+        progress(progress_arg, "import", j->total ? j->total : j->done, j->total);
+    *job = j;
+    *final = rep;
+    return CAIRN_OK;
+}
+
+int cairn__job_err(const struct cairn_job *j, const char *what)
+{
+    if (j->state == CAIRN_JOB_SUCCEEDED)
+        return CAIRN_OK;
+    if (j->state == CAIRN_JOB_FAILED)
+        return cairn_err_set(j->err_code ? j->err_code : CAIRN_EINTERNAL, "%s",
+                             j->err_msg && *j->err_msg ? j->err_msg : cairn_strerror(j->err_code));
+    return cairn_err_set(CAIRN_EPROTO, "%s: job %s ended in state '%s'", what, j->id, j->state_name);
 }

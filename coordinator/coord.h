@@ -12,6 +12,9 @@
  *   coord_api.c         message routing, authentication, client handlers
  *   coord_membership.c  workers: register, heartbeat, death, membership
  *   coord_jobs.c        job table, state machine, dispatcher, long polls
+ *   coord_images.c      images, the name index, image.import uploads, upload.read (issue 4)
+ *   coord_sandboxes.c   sandboxes, the typed sandbox jobs and what their ends do (issue 4)
+ *   coord_exec.c        sandbox.exec / sandbox.exec.stream and job.output (issue 4)
  *   coord_main.c        the cairn-coordinator executable
  *
  * Threads: one. Everything here runs on the poll loop's thread; no locks.
@@ -40,6 +43,27 @@
 #define COORD_BUSY_BACKOFF_MS 100  /* a worker that refused (EBUSY) or whose queue is full gets no job this long */
 #define COORD_MISSING_BEATS 3      /* heartbeats without a running job before it is declared lost */
 #define COORD_DRAIN_BATCH 64       /* messages taken from one socket before looking at the other */
+#define COORD_EXEC_MAX_STREAM (4u << 20) /* sandbox.exec keeps this much of each stream */
+#define COORD_EXEC_MAX_PENDING 64  /* job.output forwards held per stream while the client's queue is full */
+#define COORD_FLATTEN_DEPTH 15     /* snapshot-fs of a sandbox whose image is this deep flattens */
+#define COORD_UPLOAD_IDLE_S 3600   /* an upload without a piece for this long is dropped */
+#define COORD_STDIN_MAX 65536      /* sandbox.exec stdin travels in the job's params (bin <= 64 KiB) */
+
+/* Job kinds with coordinator-side behaviour (sandboxes.md "Jobs"); the rest are opaque (job.submit). */
+enum coord_kind {
+    COORD_KIND_OTHER = 0,
+    COORD_KIND_IMPORT,        /* image-import */
+    COORD_KIND_SBX_CREATE,    /* sandbox-create */
+    COORD_KIND_SBX_EXEC,      /* sandbox-exec */
+    COORD_KIND_SBX_TERMINATE, /* sandbox-terminate */
+    COORD_KIND_SNAPSHOT_FS,   /* snapshot-fs */
+};
+#define COORD_KIND_IMPORT_S "image-import"
+#define COORD_KIND_SBX_CREATE_S "sandbox-create"
+#define COORD_KIND_SBX_EXEC_S "sandbox-exec"
+#define COORD_KIND_SBX_TERMINATE_S "sandbox-terminate"
+#define COORD_KIND_SNAPSHOT_FS_S "snapshot-fs"
+enum coord_kind coord_kind_of(const char *kind);
 
 /* ---- configuration (coord_config.c) ------------------------------------------------------------ */
 
@@ -58,6 +82,7 @@ struct coord_config {
     uint64_t queue_timeout;      /* ms */
     char *log_level;
     bool test_clock;
+    int client_hwm;              /* not an option: tests lower the client socket's high-water mark (0 = default) */
 };
 
 extern const struct cairn_opt coord_options[];
@@ -69,9 +94,32 @@ int coord_config_check(const struct coord_config *cfg);
 
 struct coord_app {
     struct coord_app_rec rec;
+    struct coord_vec images;      /* every image of the app (pending too), by id */
+    struct coord_vec sandboxes;   /* every sandbox of the app, by id */
+    struct coord_map names;       /* name -> the newest ready struct coord_image with that name */
+    uint8_t domain[16];           /* its managed domain id (computed on first use) */
+    bool has_domain;
 };
 
 struct coord_job;
+struct coord_exec;
+struct coord_sandbox;
+
+struct coord_image {
+    struct coord_image_rec rec;
+};
+
+struct coord_sandbox {
+    struct coord_sandbox_rec rec;
+    struct coord_worker *w;       /* while RUNNING: its worker (linked in w->sbx) */
+    struct coord_sandbox *wprev, *wnext;
+};
+
+struct coord_upload {
+    struct coord_upload_rec rec;
+    char key[2 * COORD_ID_MAX + 2]; /* "<app>/<upload>" (c->uploads) */
+    uint64_t received;              /* bytes in its file */
+};
 
 struct coord_worker {
     struct coord_worker_rec rec;
@@ -82,6 +130,9 @@ struct coord_worker {
     size_t running;             /* jobs in the list below */
     size_t unacked;             /* of those, dispatches not acknowledged yet */
     struct coord_job *jobs;     /* running jobs (intrusive list through wprev/wnext) */
+    size_t creating;            /* of those, sandbox-create jobs (each holds a sandbox slot) */
+    size_t nsbx;                /* RUNNING sandboxes on it (list below) */
+    struct coord_sandbox *sbx;
 };
 
 struct coord_waiter {
@@ -94,6 +145,8 @@ struct coord_waiter {
 
 struct coord_job {
     struct coord_job_rec rec;
+    enum coord_kind kind_id;
+    struct coord_exec *exec;    /* sandbox-exec: the client waiting for its output, or NULL */
     char pin[COORD_ID_MAX + 1]; /* params "worker", or "" */
     bool queued;                /* linked in c->qhead..qtail */
     struct coord_job *qprev, *qnext;
@@ -130,6 +183,13 @@ struct coord {
     size_t nworkers, wcap;
     struct coord_map jobs;          /* id -> unfinished struct coord_job */
     struct coord_map dispatches;    /* rid (8 bytes) -> job with a dispatch in flight */
+    struct coord_map images;        /* id -> struct coord_image (every app) */
+    struct coord_map sandboxes;     /* id -> struct coord_sandbox (every app) */
+    struct coord_map uploads;       /* "<app>/<upload>" -> struct coord_upload */
+    struct coord_exec *execs;       /* exec clients (list; coord_exec.c) */
+    size_t nstalled;                /* streams with forwards held back (client queue full) */
+    char *uploads_dir;              /* DATA_DIR/uploads */
+    uint64_t next_upload_sweep_mono;
     struct coord_job *qhead, *qtail;
     size_t qlen;
     uint64_t next_seq, next_rid;
@@ -209,5 +269,142 @@ void coord_jobs_kick(struct coord *c);
 void coord_jobs_tick(struct coord *c, uint64_t now_mono);
 /* Answer every parked request with the job's current state (shutdown). */
 void coord_jobs_release_waiters(struct coord *c);
+
+/*
+ * A new job, persisted atomically with whatever the caller staged in c->batch
+ * (its records), then queued (and perhaps dispatched or even failed at once by
+ * the dispatcher: look it up again by id). With state SUCCEEDED or FAILED the
+ * job is recorded as ended at once and never queued. On error the staged
+ * entries are dropped and nothing is in memory.
+ */
+struct coord_job_spec {
+    const char *app, *kind;
+    const char *req_id;               /* NULL: no idempotency entry (the job id stands in) */
+    const char *id;                   /* a reserved id (uploads), or NULL for a new one */
+    const uint8_t *params;            /* packed msgpack map (coord_value_pack) */
+    size_t params_len;
+    const char *pin;                  /* worker id, or NULL; params must carry it as "worker" too (a restart reads it there) */
+    enum coord_job_state state;       /* QUEUED, or a final state */
+    uint32_t err_code;                /* FAILED */
+    const char *err_msg;
+    struct coord_exec *exec;          /* sandbox-exec: its client, attached before the job can end */
+};
+int coord_job_create(struct coord *c, const struct coord_job_spec *s, char id_out[COORD_JOB_ID_LEN + 1]);
+/* A fresh job id (not used in memory or in the store). */
+void coord_job_new_id(struct coord *c, char out[COORD_JOB_ID_LEN + 1]);
+struct coord_job *coord_job_find(struct coord *c, const char *id);
+/*
+ * Reply to *mp with job id's status (its fields per the request's type), at
+ * once or parked until it ends or wait_ms passes (*mp taken, set NULL). A job
+ * of another app is ENOTFOUND; of another kind (when kind != NULL) EEXIST
+ * "req_id 'x' was already used ...".
+ */
+void coord_job_answer(struct coord *c, struct cairn_msg **mp, const char *id, const char *kind, uint64_t wait_ms);
+/* End a job now (FAILED with code and why), e.g. when its stream's client went away. */
+void coord_job_fail(struct coord *c, struct coord_job *j, uint32_t code, const char *why);
+/* The reset of c->batch after a failed stage (staged entries dropped). */
+void coord_batch_reset(struct coord *c);
+
+/*
+ * What the end of a job does to the objects it is about (images, sandboxes,
+ * exec clients): coord_objs_finish_prepare runs first and may turn a success
+ * into a failure (a result the coordinator cannot use) or rewrite the result
+ * the client sees; it stages the object records into c->batch, which the job's
+ * own end commits atomically. coord_objs_finish_apply then updates memory
+ * (apply = true) or drops what was prepared (the write failed and the worker
+ * will send its result again).
+ */
+struct coord_finish {
+    enum coord_job_state state;       /* in/out */
+    uint32_t code;                    /* in/out, when FAILED */
+    const char *why;                  /* in: the failure message (may be NULL) */
+    char msg[CAIRN_PROTO_MAX_TEXT + 1];
+    bool has_msg;                     /* msg replaces the caller's message */
+    const struct cairn_mval *result;  /* in/out: the result stored and shown */
+    struct cairn_msg *holder;         /* owns a rewritten result */
+    struct coord_image *img;          /* image the job makes */
+    struct coord_image_rec img_next;  /* its next record when has_img_next */
+    bool has_img_next, img_delete;
+    const struct coord_image *name_winner; /* the name index's next answer when name_change */
+    bool name_change;
+    struct coord_sandbox *sb;         /* sandbox the job is about */
+    struct coord_sandbox_rec sb_next; /* its next record when has_sb_next */
+    bool has_sb_next;
+};
+int coord_objs_finish_prepare(struct coord *c, struct coord_job *j, struct coord_finish *f);
+void coord_objs_finish_apply(struct coord *c, struct coord_job *j, struct coord_finish *f, bool apply);
+
+/* ---- coord_images.c ---------------------------------------------------------------------------- */
+
+int coord_images_load(struct coord *c);
+/* After the jobs are loaded: pending images and uploads without their job are dropped. */
+void coord_images_reconcile(struct coord *c);
+void coord_images_free(struct coord *c);
+void coord_image_on_import(struct coord *c, struct cairn_msg **m);
+void coord_image_on_ls(struct coord *c, const struct cairn_msg *m);
+void coord_image_on_show(struct coord *c, const struct cairn_msg *m);
+void coord_image_on_rm(struct coord *c, const struct cairn_msg *m);
+void coord_upload_on_read(struct coord *c, const struct cairn_msg *m);
+/* Idle uploads (COORD_UPLOAD_IDLE_S) are dropped. */
+void coord_images_tick(struct coord *c, uint64_t now_mono);
+struct coord_app *coord_app_find(struct coord *c, const char *app);
+/* The app's managed domain id (16 bytes). */
+int coord_app_domain(struct coord *c, struct coord_app *a, const uint8_t **out);
+/* An image of app that sandboxes may use (ready, not expired), by id or by name. ENOTFOUND naming it. */
+int coord_image_resolve(struct coord *c, const char *app, const char *ref, struct coord_image **out);
+struct coord_image *coord_image_get(struct coord *c, const char *id);
+/* Put a (new) image in memory (c->images, its app's list; the name index when ready). */
+int coord_image_add(struct coord *c, struct coord_image *img);
+/* Take an image out of memory and free it. */
+void coord_image_drop(struct coord *c, struct coord_image *img);
+/* Make the newest ready image of (app, name) the one the name index names, staging n/ in c->batch. */
+int coord_image_name_stage(struct coord *c, const char *app, const char *name, const struct coord_image *plus,
+                           const struct coord_image *minus, const struct coord_image **winner);
+void coord_image_name_apply(struct coord *c, const char *app, const char *name, const struct coord_image *winner);
+/* A fresh image id / random object id with prefix ("im-", "sb-"). */
+void coord_obj_new_id(struct coord *c, const char *prefix, char out[COORD_OBJ_ID_LEN + 1]);
+/* Parts of coord_objs_finish_* for the image side of import and snapshot-fs jobs. */
+int coord_image_finish_prepare(struct coord *c, struct coord_job *j, struct coord_finish *f);
+void coord_image_finish_apply(struct coord *c, struct coord_job *j, struct coord_finish *f, bool apply);
+
+/* ---- coord_sandboxes.c ------------------------------------------------------------------------- */
+
+int coord_sandboxes_load(struct coord *c);
+/* After the jobs are loaded: creating sandboxes without their job are failed. */
+void coord_sandboxes_reconcile(struct coord *c);
+void coord_sandboxes_free(struct coord *c);
+void coord_sandbox_on_create(struct coord *c, struct cairn_msg **m);
+void coord_sandbox_on_ls(struct coord *c, const struct cairn_msg *m);
+void coord_sandbox_on_terminate(struct coord *c, struct cairn_msg **m);
+void coord_sandbox_on_snapshot_fs(struct coord *c, struct cairn_msg **m);
+struct coord_sandbox *coord_sandbox_get(struct coord *c, const char *id);
+/*
+ * The sandbox id of app that an exec / snapshot may act on: RUNNING. ENOTFOUND
+ * (unknown, other app, terminated), EUNAVAILABLE (failed: its worker died),
+ * EAGAIN (still being created); message set.
+ */
+int coord_sandbox_usable(struct coord *c, const char *app, const char *id, struct coord_sandbox **out);
+/* Worker w died (why): its RUNNING sandboxes are failed. */
+void coord_sandboxes_worker_lost(struct coord *c, struct coord_worker *w, const char *why);
+/* Worker w registered listing the sandboxes it still runs (ids or runtime ids; n items of an array). */
+void coord_sandboxes_worker_registered(struct coord *c, struct coord_worker *w, const struct cairn_mval *listed,
+                                       size_t n);
+/* Sandbox slots of w in use: running sandboxes + sandbox-create jobs on it. */
+static inline size_t coord_worker_sbx_load(const struct coord_worker *w) { return w->nsbx + w->creating; }
+
+/* ---- coord_exec.c ------------------------------------------------------------------------------ */
+
+void coord_exec_on_request(struct coord *c, struct cairn_msg **m);
+/* The exec job j now carries client x (coord_job_create). */
+void coord_exec_attach(struct coord_exec *x, struct coord_job *j);
+void coord_exec_on_output(struct coord *c, struct cairn_msg *m);
+/* Retry held-back stream forwards (the client's queue had no room). */
+void coord_exec_flush(struct coord *c);
+/* Prepare/apply of a sandbox-exec job's end: the answer to its client. */
+int coord_exec_finish_prepare(struct coord *c, struct coord_job *j, struct coord_finish *f);
+void coord_exec_finish_apply(struct coord *c, struct coord_job *j, struct coord_finish *f, bool apply);
+void coord_exec_free_all(struct coord *c);
+/* Shutdown: every exec client gets EUNAVAILABLE now. */
+void coord_exec_release_all(struct coord *c);
 
 #endif

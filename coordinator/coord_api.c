@@ -16,7 +16,8 @@
  *   Tokens are compared as BLAKE2b-256 hashes (cairn_token_hash); a token may
  *   arrive raw (32 bytes) or as its 64 hex characters (how the token files
  *   store it), both hash the same.
- * - Client types of the model that later issues implement answer
+ * - Client types of the model that later issues implement (mounts,
+ *   directory and memory snapshots, restore: issues 5-6) answer
  *   EUNSUPPORTED "not implemented yet" (after authentication).
  * - A frame that failed to decode is answered with the decode error when its
  *   type and route could be read (a shell), else dropped. The daemon never
@@ -174,6 +175,7 @@ static void on_app_create(struct coord *c, const struct cairn_msg *m)
     memcpy(a->rec.name, name, len);
     a->rec.name[len] = '\0';
     a->rec.created_ns = cairn_clock_now_ns(&c->clock);
+    coord_map_init(&a->names);
     cairn_token_hash(tok->bytes, tok->len, a->rec.token_hash);
     rc = coord_meta_put_app(c->kv, &a->rec);
     if (rc == CAIRN_OK)
@@ -263,7 +265,17 @@ void coord_api_on_client(struct coord *c, struct cairn_msg *m)
     case CAIRN_MSG_ADMIN_CLOCK_ADVANCE: on_clock_advance(c, m); break;
     case CAIRN_MSG_JOB_SUBMIT: coord_job_on_submit(c, &m); break;
     case CAIRN_MSG_JOB_GET: coord_job_on_get(c, &m); break;
-    default:
+    case CAIRN_MSG_IMAGE_IMPORT: coord_image_on_import(c, &m); break;
+    case CAIRN_MSG_IMAGE_LS: coord_image_on_ls(c, m); break;
+    case CAIRN_MSG_IMAGE_SHOW: coord_image_on_show(c, m); break;
+    case CAIRN_MSG_IMAGE_RM: coord_image_on_rm(c, m); break;
+    case CAIRN_MSG_SANDBOX_CREATE: coord_sandbox_on_create(c, &m); break;
+    case CAIRN_MSG_SANDBOX_EXEC:
+    case CAIRN_MSG_SANDBOX_EXEC_STREAM: coord_exec_on_request(c, &m); break;
+    case CAIRN_MSG_SANDBOX_LS: coord_sandbox_on_ls(c, m); break;
+    case CAIRN_MSG_SANDBOX_TERMINATE: coord_sandbox_on_terminate(c, &m); break;
+    case CAIRN_MSG_SANDBOX_SNAPSHOT_FS: coord_sandbox_on_snapshot_fs(c, &m); break;
+    default: /* mount, unmount, snapshot-dir, memory snapshots, restore: issues 5-6 */
         coord_reply_error(c, c->csock, m, CAIRN_EUNSUPPORTED, "'%s' is not implemented yet", mi->name);
     }
 out:
@@ -294,6 +306,8 @@ void coord_api_on_worker(struct coord *c, struct cairn_msg *m)
     case CAIRN_MSG_WORKER_HEARTBEAT: coord_worker_on_heartbeat(c, m); break;
     case CAIRN_MSG_JOB_RESULT: coord_job_on_result(c, m); break;
     case CAIRN_MSG_JOB_PROGRESS: coord_job_on_progress(c, m); break;
+    case CAIRN_MSG_UPLOAD_READ: coord_upload_on_read(c, m); break;
+    case CAIRN_MSG_JOB_OUTPUT: coord_exec_on_output(c, m); break;
     default:
         if (mi->shape != CAIRN_SHAPE_ONEWAY)
             coord_reply_error(c, c->wsock, m, CAIRN_EUNSUPPORTED, "'%s' is not implemented yet", mi->name);

@@ -45,6 +45,15 @@
  *   J6. A parked request (wait_ms) is in the job's waiter list and in the
  *       deadline heap; it is answered exactly once: when the job finishes, at
  *       its deadline, or at shutdown.
+ *   J7. Typed jobs (enum coord_kind: image-import, sandbox-*, snapshot-fs) are
+ *       created by their typed messages only (job.submit refuses their kinds),
+ *       and their end changes the objects they are about in the same atomic
+ *       batch as the job's own end (coord_objs_finish_prepare / _apply).
+ *   J8. A sandbox-create job holds one sandbox slot of its worker while it runs
+ *       (w->creating); it is placed only on a worker with a free slot
+ *       (running sandboxes + creating < capacity), the least loaded by slots,
+ *       ties by running jobs then id. A sandbox-create job that finds no slot
+ *       does not hold up the jobs behind it.
  * Per-job work is O(1) hash lookups plus O(workers) for placement; the only
  * walks over jobs are the dispatcher over the queue (it stops at the first
  * unpinned job no worker can take) and the load at start-up.
@@ -64,6 +73,31 @@
 enum { JW_REQ = 1 << 0, JW_QPUT = 1 << 1, JW_QDEL = 1 << 2 };
 
 static uint64_t mono_now(void) { return cairn_now_mono_ns(); }
+
+enum coord_kind coord_kind_of(const char *kind)
+{
+    static const struct {
+        const char *name;
+        enum coord_kind k;
+    } kinds[] = {
+        {COORD_KIND_IMPORT_S, COORD_KIND_IMPORT},
+        {COORD_KIND_SBX_CREATE_S, COORD_KIND_SBX_CREATE},
+        {COORD_KIND_SBX_EXEC_S, COORD_KIND_SBX_EXEC},
+        {COORD_KIND_SBX_TERMINATE_S, COORD_KIND_SBX_TERMINATE},
+        {COORD_KIND_SNAPSHOT_FS_S, COORD_KIND_SNAPSHOT_FS},
+    };
+    for (size_t i = 0; i < CAIRN_ARRAY_LEN(kinds); i++)
+        if (!strcmp(kind, kinds[i].name))
+            return kinds[i].k;
+    return COORD_KIND_OTHER;
+}
+
+void coord_batch_reset(struct coord *c)
+{
+    cairn_kv_batch_destroy(&c->batch);
+    if (cairn_kv_batch_new(&c->batch) != CAIRN_OK)
+        cairn_error("out of memory for a write batch");
+}
 
 static void job_free(struct coord_job *j)
 {
@@ -115,6 +149,8 @@ static void w_link(struct coord_worker *w, struct coord_job *j)
         w->jobs->wprev = j;
     w->jobs = j;
     w->running++;
+    if (j->kind_id == COORD_KIND_SBX_CREATE)
+        w->creating++;
 }
 
 /* Unlink from its worker; drops an unacknowledged dispatch too. */
@@ -132,6 +168,8 @@ static void w_unlink(struct coord *c, struct coord_job *j)
     j->wprev = j->wnext = NULL;
     j->w = NULL;
     w->running--;
+    if (j->kind_id == COORD_KIND_SBX_CREATE)
+        w->creating--;
     if (j->dispatch_rid) {
         coord_map_del(&c->dispatches, &j->rid_key, sizeof(j->rid_key));
         j->dispatch_rid = 0;
@@ -190,13 +228,28 @@ static void heap_remove(struct coord *c, struct coord_waiter *w)
 
 /* ---- replies ----------------------------------------------------------------------------------- */
 
+/* A u64 of a job's stored params (0 when absent). */
+static uint64_t params_u64(const struct coord_job_rec *rec, const char *key)
+{
+    struct cairn_msg *holder = NULL;
+    const struct cairn_mval *p = NULL;
+    uint64_t v = 0;
+    if (rec->params && coord_value_unpack(rec->params, rec->params_len, "params", &holder, &p) == CAIRN_OK)
+        cairn_mval_u64(cairn_mval_get(p, key), &v);
+    cairn_msg_destroy(&holder);
+    return v;
+}
+
 /*
- * The job fields of a reply. result: the succeeded job's result as a wire value
- * when the caller has it at hand (else it is unpacked from the record).
+ * The job fields of a reply (plus, for image.import, `received`). result: the
+ * succeeded job's result as a wire value when the caller has it at hand (else
+ * it is unpacked from the record).
  */
 static int fill_job(struct cairn_msg *r, const struct coord_job_rec *rec, const struct coord_job *j,
                     const struct cairn_mval *result)
 {
+    if (cairn_msg_type(r) == CAIRN_MSG_IMAGE_IMPORT) /* the upload is complete once it has a job */
+        cairn_msg_set_u64(r, "received", params_u64(rec, "size"));
     cairn_msg_set_str(r, "job", rec->id);
     cairn_msg_set_str(r, "kind", rec->kind);
     cairn_msg_set_str(r, "state", coord_job_state_name(rec->state));
@@ -338,6 +391,32 @@ static int job_write(struct coord *c, const struct coord_job_rec *rec, unsigned 
 static int job_finish(struct coord *c, struct coord_job *j, enum coord_job_state state, uint32_t code,
                       const char *msg, const struct cairn_mval *result, bool force)
 {
+    /* J7: what the end does to its objects, staged in c->batch for the write below */
+    struct coord_finish f;
+    memset(&f, 0, sizeof(f));
+    f.state = state;
+    f.code = code;
+    f.why = msg;
+    f.result = result;
+    if (coord_objs_finish_prepare(c, j, &f) != CAIRN_OK) {
+        int prc = cairn_err_code();
+        cairn_error("job '%s': %s", j->rec.id, cairn_err_msg());
+        coord_batch_reset(c);
+        coord_objs_finish_apply(c, j, &f, false);
+        cairn_msg_destroy(&f.holder);
+        if (!force)
+            return prc ? prc : CAIRN_EINTERNAL;
+        memset(&f, 0, sizeof(f));
+        f.state = state;
+        f.code = code;
+        f.result = result;
+    }
+    state = f.state;
+    code = f.code;
+    if (f.has_msg)
+        msg = f.msg;
+    result = f.result;
+
     struct coord_job_rec next = j->rec;
     next.params = next.result = NULL;
     next.err_msg = NULL;
@@ -364,12 +443,16 @@ static int job_finish(struct coord *c, struct coord_job *j, enum coord_job_state
     next.params_len = j->rec.params_len;
     if (rc == CAIRN_OK)
         rc = job_write(c, &next, JW_QDEL, j->rec.seq);
+    else
+        coord_batch_reset(c);
     next.params = NULL;
     next.params_len = 0;
     if (rc != CAIRN_OK) {
         cairn_error("persist the end of job '%s': %s", j->rec.id, cairn_err_msg());
         if (!force) {
             coord_job_rec_release(&next);
+            coord_objs_finish_apply(c, j, &f, false);
+            cairn_msg_destroy(&f.holder);
             return rc;
         }
     }
@@ -381,6 +464,7 @@ static int job_finish(struct coord *c, struct coord_job *j, enum coord_job_state
 
     q_unlink(c, j);
     w_unlink(c, j);
+    coord_objs_finish_apply(c, j, &f, true);
     if (state == COORD_JOB_SUCCEEDED)
         c->stats.jobs_succeeded++;
     else
@@ -390,6 +474,7 @@ static int job_finish(struct coord *c, struct coord_job *j, enum coord_job_state
         waiter_answer(c, j->waiters, result);
     coord_map_sdel(&c->jobs, j->rec.id);
     job_free(j);
+    cairn_msg_destroy(&f.holder);
     return rc;
 }
 
@@ -400,12 +485,29 @@ static bool worker_available(const struct coord_worker *w, uint64_t now)
     return w->rec.alive && w->routable && w->busy_until_mono <= now && w->unacked < COORD_MAX_UNACKED;
 }
 
-static struct coord_worker *pick_worker(struct coord *c, uint64_t now)
+static bool worker_has_slot(const struct coord_worker *w)
+{
+    return coord_worker_sbx_load(w) < w->rec.capacity;
+}
+
+/* J5, J8: the least loaded available worker; for a sandbox, by slots among those with one free. */
+static struct coord_worker *pick_worker(struct coord *c, uint64_t now, bool sandbox)
 {
     struct coord_worker *best = NULL;
     for (size_t i = 0; i < c->nworkers; i++) {
         struct coord_worker *w = c->wlist[i];
-        if (worker_available(w, now) && (!best || w->running < best->running))
+        if (!worker_available(w, now))
+            continue;
+        if (!sandbox) {
+            if (!best || w->running < best->running)
+                best = w;
+            continue;
+        }
+        if (!worker_has_slot(w))
+            continue;
+        size_t load = coord_worker_sbx_load(w);
+        if (!best || load < coord_worker_sbx_load(best) ||
+            (load == coord_worker_sbx_load(best) && w->running < best->running))
             best = w;
     }
     return best;
@@ -481,8 +583,10 @@ void coord_jobs_kick(struct coord *c)
     c->kick_pending = false;
     uint64_t now = mono_now();
     struct coord_job *j = c->qhead;
+    bool no_slot = false; /* J8: no worker has a free sandbox slot right now */
     while (j) {
         struct coord_job *next = j->qnext;
+        bool sandbox = j->kind_id == COORD_KIND_SBX_CREATE;
         if (j->pin[0]) {
             struct coord_worker *w = coord_worker_find(c, j->pin);
             char why[160];
@@ -492,12 +596,18 @@ void coord_jobs_kick(struct coord *c)
             } else if (!w->rec.alive) {
                 snprintf(why, sizeof(why), "worker '%s' is dead", j->pin);
                 job_finish(c, j, COORD_JOB_FAILED, CAIRN_EUNAVAILABLE, why, NULL, true);
-            } else if (worker_available(w, now)) {
+            } else if (worker_available(w, now) && (!sandbox || worker_has_slot(w))) {
                 if (job_dispatch(c, j, w, now) == CAIRN_EIO)
                     return; /* the store is failing: stop here, the tick retries */
             }
+        } else if (sandbox) {
+            struct coord_worker *w = no_slot ? NULL : pick_worker(c, now, true);
+            if (!w)
+                no_slot = true; /* it waits for a slot; the jobs behind it may go */
+            else if (job_dispatch(c, j, w, now) == CAIRN_EIO)
+                return;
         } else {
-            struct coord_worker *w = pick_worker(c, now);
+            struct coord_worker *w = pick_worker(c, now, false);
             if (!w)
                 return; /* FIFO: nothing behind this job can go either, pinned ones wait their turn */
             if (job_dispatch(c, j, w, now) == CAIRN_EIO)
@@ -521,7 +631,7 @@ static bool kind_valid(const char *s, size_t len)
     return true;
 }
 
-static void new_job_id(struct coord *c, char out[COORD_JOB_ID_LEN + 1])
+void coord_job_new_id(struct coord *c, char out[COORD_JOB_ID_LEN + 1])
 {
     for (int tries = 0; tries < 8; tries++) {
         uint8_t rnd[8];
@@ -539,6 +649,130 @@ static void new_job_id(struct coord *c, char out[COORD_JOB_ID_LEN + 1])
     /* 8 collisions of 64 random bits: the last id is as good as any, the batch write would replace nothing live */
 }
 
+struct coord_job *coord_job_find(struct coord *c, const char *id)
+{
+    return coord_map_sget(&c->jobs, id);
+}
+
+void coord_job_answer(struct coord *c, struct cairn_msg **mp, const char *id, const char *kind, uint64_t wait_ms)
+{
+    struct cairn_msg *m = *mp;
+    const char *app = cairn_msg_app(m);
+    struct coord_job *j = coord_map_sget(&c->jobs, id);
+    if (!j) {
+        answer_stored(c, m, id, app ? app : "", kind);
+    } else if (!app || strcmp(j->rec.app, app) != 0) {
+        coord_reply_error(c, c->csock, m, CAIRN_ENOTFOUND, "job '%s' not found", id);
+    } else if (kind && strcmp(j->rec.kind, kind) != 0) {
+        coord_reply_error(c, c->csock, m, CAIRN_EEXIST, "req_id '%s' was already used for a job of kind '%s'",
+                          j->rec.req_id, j->rec.kind);
+    } else {
+        answer_or_park(c, mp, j, wait_ms);
+    }
+}
+
+void coord_job_fail(struct coord *c, struct coord_job *j, uint32_t code, const char *why)
+{
+    job_finish(c, j, COORD_JOB_FAILED, code, why, NULL, true);
+    c->kick_pending = c->kick_pending || c->qlen > 0;
+}
+
+int coord_job_create(struct coord *c, const struct coord_job_spec *s, char id_out[COORD_JOB_ID_LEN + 1])
+{
+    bool final = coord_job_state_final(s->state);
+    size_t kind_len = strlen(s->kind), app_len = strlen(s->app);
+    size_t req_len = s->req_id ? strlen(s->req_id) : 0, pin_len = s->pin ? strlen(s->pin) : 0;
+    struct coord_job *j = NULL;
+    int rc = CAIRN_OK;
+    if (kind_len < 1 || kind_len > 32 || app_len < 1 || app_len > COORD_ID_MAX || req_len > COORD_ID_MAX ||
+        (s->req_id && !req_len) || pin_len > COORD_ID_MAX) {
+        rc = cairn_err_set(CAIRN_EINVAL, "job of kind '%s': app, kind, req_id or worker out of range", s->kind);
+        goto fail;
+    }
+    j = cairn_calloc(1, sizeof(*j));
+    if (!j) {
+        rc = cairn_err_set(CAIRN_ENOMEM, "out of memory creating a job");
+        goto fail;
+    }
+    if (s->id)
+        memcpy(j->rec.id, s->id, COORD_JOB_ID_LEN);
+    else
+        coord_job_new_id(c, j->rec.id);
+    memcpy(j->rec.app, s->app, app_len);
+    memcpy(j->rec.kind, s->kind, kind_len);
+    if (s->req_id)
+        memcpy(j->rec.req_id, s->req_id, req_len);
+    else
+        memcpy(j->rec.req_id, j->rec.id, COORD_JOB_ID_LEN);
+    if (s->pin)
+        memcpy(j->pin, s->pin, pin_len);
+    j->kind_id = coord_kind_of(j->rec.kind);
+    if (s->exec && !final) {
+        j->exec = s->exec;
+        coord_exec_attach(s->exec, j);
+    }
+    j->rec.state = final ? s->state : COORD_JOB_QUEUED;
+    j->rec.seq = c->next_seq++;
+    j->rec.created_ns = j->rec.updated_ns = cairn_clock_now_ns(&c->clock);
+    j->rec.params = cairn_memdup(s->params ? s->params : (const uint8_t *)"\x80", s->params ? s->params_len : 1);
+    j->rec.params_len = s->params ? s->params_len : 1;
+    if (s->state == COORD_JOB_FAILED) {
+        j->rec.err_code = s->err_code;
+        j->rec.err_msg = cairn_strdup(s->err_msg ? s->err_msg : cairn_strerror((int)s->err_code));
+    }
+    if (!j->rec.params || (s->state == COORD_JOB_FAILED && !j->rec.err_msg)) {
+        rc = cairn_err_set(CAIRN_ENOMEM, "out of memory creating a job");
+        goto fail;
+    }
+    unsigned flags = (s->req_id ? JW_REQ : 0) | (final ? 0 : JW_QPUT);
+    if (!final && (rc = coord_map_sput(&c->jobs, j->rec.id, j)) != CAIRN_OK)
+        goto fail;
+    rc = job_write(c, &j->rec, flags, 0);
+    if (rc != CAIRN_OK) {
+        if (!final)
+            coord_map_sdel(&c->jobs, j->rec.id);
+        job_free(j);
+        return rc; /* job_write left the batch empty */
+    }
+    memcpy(id_out, j->rec.id, COORD_JOB_ID_LEN + 1);
+    c->stats.jobs_submitted++;
+    cairn_debug("job '%s' (%s) created for app '%s'", j->rec.id, j->rec.kind, j->rec.app);
+    if (final) {
+        if (s->state == COORD_JOB_SUCCEEDED)
+            c->stats.jobs_succeeded++;
+        else
+            c->stats.jobs_failed++;
+        job_free(j);
+        return CAIRN_OK;
+    }
+    bool first = c->qhead == NULL;
+    q_append(c, j, mono_now());
+    /* alone in the queue: dispatch now (the reply then says running); behind others: once per drained batch */
+    if (first)
+        coord_jobs_kick(c);
+    else
+        c->kick_pending = true;
+    return CAIRN_OK;
+fail:
+    coord_batch_reset(c);
+    job_free(j);
+    return rc;
+}
+
+/* The typed message that starts a job of a kind job.submit may not start. */
+static const char *reserved_kind_msg(enum coord_kind k)
+{
+    switch (k) {
+    case COORD_KIND_IMPORT: return "image.import";
+    case COORD_KIND_SBX_CREATE: return "sandbox.create";
+    case COORD_KIND_SBX_EXEC: return "sandbox.exec";
+    case COORD_KIND_SBX_TERMINATE: return "sandbox.terminate";
+    case COORD_KIND_SNAPSHOT_FS: return "sandbox.snapshot-fs";
+    case COORD_KIND_OTHER: break;
+    }
+    return NULL;
+}
+
 void coord_job_on_submit(struct coord *c, struct cairn_msg **mp)
 {
     struct cairn_msg *m = *mp;
@@ -546,7 +780,6 @@ void coord_job_on_submit(struct coord *c, struct cairn_msg **mp)
     size_t kind_len = 0, req_len = 0, nparams = 0;
     const struct cairn_mval *params = NULL;
     uint64_t wait_ms = 0;
-    struct coord_job *j = NULL;
     struct cairn_buf pb;
     cairn_buf_init(&pb, COORD_RECORD_MAX);
     cairn_msg_get_str(m, "kind", &kind, &kind_len);
@@ -566,91 +799,57 @@ void coord_job_on_submit(struct coord *c, struct cairn_msg **mp)
     char id[COORD_JOB_ID_LEN + 1];
     int rc = coord_meta_get_req(c->kv, app, req_id, id);
     if (rc == CAIRN_OK) {
-        struct coord_job *old = coord_map_sget(&c->jobs, id);
-        if (!old) {
-            answer_stored(c, m, id, app, kind);
-        } else if (strcmp(old->rec.kind, kind) != 0) {
-            coord_reply_error(c, c->csock, m, CAIRN_EEXIST, "req_id '%s' was already used for a job of kind '%s'",
-                              req_id, old->rec.kind);
-        } else {
-            answer_or_park(c, mp, old, wait_ms);
-        }
+        coord_job_answer(c, mp, id, kind, wait_ms);
         goto out;
     }
     if (rc != CAIRN_ENOTFOUND) {
         coord_reply_error(c, c->csock, m, rc, "%s", cairn_err_msg());
         goto out;
     }
+    /* J7 */
+    const char *typed = reserved_kind_msg(coord_kind_of(kind));
+    if (typed) {
+        coord_reply_error(c, c->csock, m, CAIRN_EINVAL, "jobs of kind '%s' are started with %s, not job.submit",
+                          kind, typed);
+        goto out;
+    }
 
     const struct cairn_mval *pin = cairn_mval_get(params, "worker");
     const char *pin_s = NULL;
     size_t pin_len = 0;
+    char pin_buf[COORD_ID_MAX + 1] = "";
     if (pin && (cairn_mval_str(pin, &pin_s, &pin_len) != CAIRN_OK || pin_len < 1 || pin_len > COORD_ID_MAX ||
                 memchr(pin_s, '\0', pin_len))) {
         coord_reply_error(c, c->csock, m, CAIRN_EINVAL, "params.worker must be a worker id (1..64 bytes)");
         goto out;
     }
-    rc = coord_value_pack(params, &pb);
-    j = rc == CAIRN_OK ? cairn_calloc(1, sizeof(*j)) : NULL;
-    if (!j) {
-        coord_reply_error(c, c->csock, m, rc ? rc : CAIRN_ENOMEM, "submit job: %s",
-                          rc ? cairn_err_msg() : "out of memory");
-        goto out;
-    }
-    new_job_id(c, j->rec.id);
-    memcpy(j->rec.app, app, strlen(app) + 1);
-    memcpy(j->rec.kind, kind, kind_len);
-    memcpy(j->rec.req_id, req_id, req_len);
     if (pin_s)
-        memcpy(j->pin, pin_s, pin_len);
-    j->rec.state = COORD_JOB_QUEUED;
-    j->rec.seq = c->next_seq++;
-    j->rec.created_ns = j->rec.updated_ns = cairn_clock_now_ns(&c->clock);
-    j->rec.params = cairn_buf_detach(&pb, &j->rec.params_len);
-
-    /* a pin that cannot be honoured fails the job at once (it is still recorded: the req_id is spent) */
-    struct coord_worker *pw = j->pin[0] ? coord_worker_find(c, j->pin) : NULL;
-    if (j->pin[0] && (!pw || !pw->rec.alive)) {
-        char why[160];
-        snprintf(why, sizeof(why), pw ? "worker '%s' is dead" : "unknown worker '%s'", j->pin);
-        j->rec.state = COORD_JOB_FAILED;
-        j->rec.err_code = pw ? CAIRN_EUNAVAILABLE : CAIRN_ENOTFOUND;
-        j->rec.err_msg = cairn_strdup(why);
-        rc = job_write(c, &j->rec, JW_REQ, 0);
-        if (rc != CAIRN_OK)
-            coord_reply_error(c, c->csock, m, rc, "submit job: %s", cairn_err_msg());
-        else
-            reply_job(c, m, &j->rec, NULL, NULL);
-        c->stats.jobs_submitted++;
-        c->stats.jobs_failed++;
-        goto out;
-    }
-    rc = job_write(c, &j->rec, JW_REQ | JW_QPUT, 0);
-    if (rc == CAIRN_OK)
-        rc = coord_map_sput(&c->jobs, j->rec.id, j);
+        memcpy(pin_buf, pin_s, pin_len);
+    rc = coord_value_pack(params, &pb);
     if (rc != CAIRN_OK) {
         coord_reply_error(c, c->csock, m, rc, "submit job: %s", cairn_err_msg());
         goto out;
     }
-    memcpy(id, j->rec.id, sizeof(id));
-    bool first = c->qhead == NULL;
-    q_append(c, j, mono_now());
-    j = NULL; /* owned by the table */
-    c->stats.jobs_submitted++;
-    cairn_debug("job '%s' (%s) submitted by app '%s'", id, kind, app);
-    /* alone in the queue: dispatch now (the reply then says running); behind others: once per drained batch */
-    if (first)
-        coord_jobs_kick(c);
-    else
-        c->kick_pending = true;
-    struct coord_job *now = coord_map_sget(&c->jobs, id);
-    if (now)
-        answer_or_park(c, mp, now, wait_ms);
-    else
-        answer_stored(c, m, id, app, NULL);
+    struct coord_job_spec spec = {.app = app, .kind = kind, .req_id = req_id, .params = pb.data,
+                                  .params_len = pb.len, .pin = pin_s ? pin_buf : NULL,
+                                  .state = COORD_JOB_QUEUED};
+    /* a pin that cannot be honoured fails the job at once (it is still recorded: the req_id is spent) */
+    struct coord_worker *pw = pin_s ? coord_worker_find(c, pin_buf) : NULL;
+    char why[160];
+    if (pin_s && (!pw || !pw->rec.alive)) {
+        snprintf(why, sizeof(why), pw ? "worker '%s' is dead" : "unknown worker '%s'", pin_buf);
+        spec.state = COORD_JOB_FAILED;
+        spec.err_code = pw ? CAIRN_EUNAVAILABLE : CAIRN_ENOTFOUND;
+        spec.err_msg = why;
+    }
+    rc = coord_job_create(c, &spec, id);
+    if (rc != CAIRN_OK) {
+        coord_reply_error(c, c->csock, m, rc, "submit job: %s", cairn_err_msg());
+        goto out;
+    }
+    coord_job_answer(c, mp, id, NULL, wait_ms);
 out:
     cairn_buf_release(&pb);
-    job_free(j);
 }
 
 void coord_job_on_get(struct coord *c, struct cairn_msg **mp)
@@ -748,6 +947,8 @@ void coord_job_on_result(struct coord *c, struct cairn_msg *m)
         cairn_debug("ignored a result of job '%s' from a worker it does not run on", id);
     } else {
         int rc;
+        /* a job ending frees a slot on its worker: an EBUSY back-off of that worker is over */
+        j->w->busy_until_mono = 0;
         if (code == 0) {
             rc = job_finish(c, j, COORD_JOB_SUCCEEDED, 0, NULL, result, false);
         } else {
@@ -834,7 +1035,10 @@ void coord_jobs_tick(struct coord *c, uint64_t now)
     uint64_t limit = c->cfg->queue_timeout * 1000000ull;
     while (c->qhead && now - c->qhead->queued_mono > limit) {
         char why[160];
-        snprintf(why, sizeof(why), "no live worker took the job within %.1f s", (double)c->cfg->queue_timeout / 1000.0);
+        snprintf(why, sizeof(why),
+                 c->qhead->kind_id == COORD_KIND_SBX_CREATE ? "no live worker had a free sandbox slot within %.1f s"
+                                                            : "no live worker took the job within %.1f s",
+                 (double)c->cfg->queue_timeout / 1000.0);
         job_finish(c, c->qhead, COORD_JOB_FAILED, CAIRN_EUNAVAILABLE, why, NULL, true);
     }
     if (c->qhead)
@@ -911,6 +1115,7 @@ static int load_one(struct coord *c, const uint8_t *k, size_t kl, const uint8_t 
         job_free(j);
         return rc;
     }
+    j->kind_id = coord_kind_of(j->rec.kind);
     rc = coord_map_sput(&c->jobs, j->rec.id, j);
     if (rc != CAIRN_OK) {
         job_free(j);

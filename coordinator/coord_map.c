@@ -150,3 +150,58 @@ bool coord_map_next(const struct coord_map *m, size_t *pos, const void **key, si
     *pos = m->cap;
     return false;
 }
+
+/* ---- sorted vector ----------------------------------------------------------------------------- */
+
+/* First index whose id is >= id (or > id when strict). */
+static size_t vec_bound(const struct coord_vec *v, const char *id, bool strict)
+{
+    size_t lo = 0, hi = v->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(v->v[mid].id, id);
+        if (c < 0 || (strict && c == 0))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+int coord_vec_insert(struct coord_vec *v, const char *id, void *val)
+{
+    size_t i = vec_bound(v, id, false);
+    if (i < v->n && strcmp(v->v[i].id, id) == 0) {
+        v->v[i].id = id;
+        v->v[i].val = val;
+        return CAIRN_OK;
+    }
+    CAIRN_FORWARD_IF_ERROR(cairn_array_grow((void **)&v->v, &v->cap, v->n + 1, sizeof(*v->v)));
+    memmove(v->v + i + 1, v->v + i, (v->n - i) * sizeof(*v->v));
+    v->v[i].id = id;
+    v->v[i].val = val;
+    v->n++;
+    return CAIRN_OK;
+}
+
+void coord_vec_remove(struct coord_vec *v, const char *id)
+{
+    size_t i = vec_bound(v, id, false);
+    if (i >= v->n || strcmp(v->v[i].id, id) != 0)
+        return;
+    memmove(v->v + i, v->v + i + 1, (v->n - i - 1) * sizeof(*v->v));
+    v->n--;
+}
+
+size_t coord_vec_after(const struct coord_vec *v, const char *after)
+{
+    if (!after || !*after)
+        return 0;
+    return vec_bound(v, after, true);
+}
+
+void coord_vec_release(struct coord_vec *v)
+{
+    CAIRN_FREE(v->v);
+    v->n = v->cap = 0;
+}

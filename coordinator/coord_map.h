@@ -51,4 +51,28 @@ static inline int coord_map_sput(struct coord_map *m, const char *k, void *v) { 
 static inline void *coord_map_sget(const struct coord_map *m, const char *k) { return coord_map_get(m, k, strlen(k)); }
 static inline void *coord_map_sdel(struct coord_map *m, const char *k) { return coord_map_del(m, k, strlen(k)); }
 
+/*
+ * coord_vec: a vector of (id, value) kept sorted by id (byte order), for the
+ * paged lists (image.ls, sandbox.ls: "after" cursor, ids in order) of one app.
+ * Ids are BORROWED like map keys (they live in the value). Insert and remove
+ * are O(n) moves of 16-byte entries, lookups O(log n).
+ */
+struct coord_vec_ent {
+    const char *id;
+    void *val;
+};
+
+struct coord_vec {
+    struct coord_vec_ent *v;
+    size_t n, cap;
+};
+
+/* Insert (or replace the value of an equal id). CAIRN_ENOMEM leaves v unchanged. */
+int coord_vec_insert(struct coord_vec *v, const char *id, void *val);
+/* Remove the entry with this id (no-op when absent). */
+void coord_vec_remove(struct coord_vec *v, const char *id);
+/* Index of the first entry whose id is greater than after (NULL or "": 0). */
+size_t coord_vec_after(const struct coord_vec *v, const char *after);
+void coord_vec_release(struct coord_vec *v);
+
 #endif

@@ -16,8 +16,11 @@
  *                             than the one it knows, which tells it to register
  *                             again; an unknown id gets ENOTFOUND (same effect).
  *   coord_workers_tick        ALIVE -> DEAD: persists, fails its running jobs
- *                             (EUNAVAILABLE "worker 'w1' died (no heartbeat for
- *                             5.0 s)"), bumps the epoch, broadcasts.
+ *                             and its running sandboxes (EUNAVAILABLE "worker
+ *                             'w1' died (no heartbeat for 5.0 s)"), bumps the
+ *                             epoch, broadcasts.
+ *   Registration also reconciles the worker's sandboxes with the `sandboxes`
+ *   list it sends (coord_sandboxes_worker_registered).
  *
  * Invariants
  *   I1. Every worker record in RocksDB is in c->workers and c->wlist (sorted by
@@ -337,6 +340,8 @@ void coord_worker_on_register(struct coord *c, struct cairn_msg *m)
         cairn_msg_set_u64(r, "replicas", c->cfg->replicas);
     }
     coord_send(c, c->wsock, &r);
+    /* the sandboxes it still runs (a missing list is an empty one: a worker always sends what it runs) */
+    coord_sandboxes_worker_registered(c, w, sbx, nsbx);
     coord_membership_broadcast(c);
     c->kick_pending = true;
 }
@@ -404,6 +409,7 @@ void coord_workers_tick(struct coord *c, uint64_t now_mono)
         if (coord_meta_put_worker(c->kv, &w->rec) != CAIRN_OK)
             cairn_error("persist worker '%s': %s", w->rec.id, cairn_err_msg());
         coord_jobs_worker_lost(c, w, why);
+        coord_sandboxes_worker_lost(c, w, why);
         changed = true;
     }
     if (changed) {

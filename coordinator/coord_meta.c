@@ -51,6 +51,86 @@ void coord_worker_rec_release(struct coord_worker_rec *r)
     CAIRN_FREE(r->version);
 }
 
+const char *coord_sandbox_state_name(enum coord_sandbox_state s)
+{
+    switch (s) {
+    case COORD_SBX_CREATING: return "creating";
+    case COORD_SBX_RUNNING: return "running";
+    case COORD_SBX_TERMINATED: return "terminated";
+    case COORD_SBX_FAILED: return "failed";
+    }
+    return "unknown";
+}
+
+void coord_image_rec_release(struct coord_image_rec *r)
+{
+    if (!r)
+        return;
+    CAIRN_FREE(r->name);
+    CAIRN_FREE(r->manifest);
+    r->manifest_size = 0;
+}
+
+void coord_sandbox_rec_release(struct coord_sandbox_rec *r)
+{
+    if (!r)
+        return;
+    CAIRN_FREE(r->cmd);
+    r->cmd_len = 0;
+    CAIRN_FREE(r->err_msg);
+    CAIRN_FREE(r->report);
+    r->report_len = 0;
+}
+
+void coord_upload_rec_release(struct coord_upload_rec *r)
+{
+    if (!r)
+        return;
+    CAIRN_FREE(r->name);
+}
+
+/* dup of an optional buffer: NULL stays NULL */
+static int dup_opt(void **dst, const void *src, size_t len)
+{
+    *dst = NULL;
+    if (!src)
+        return CAIRN_OK;
+    *dst = cairn_memdup(src, len ? len : 1);
+    return *dst ? CAIRN_OK : cairn_err_set(CAIRN_ENOMEM, "out of memory copying a record");
+}
+
+int coord_image_rec_copy(struct coord_image_rec *dst, const struct coord_image_rec *src)
+{
+    *dst = *src;
+    dst->name = NULL;
+    dst->manifest = NULL;
+    int rc = dup_opt((void **)&dst->name, src->name, src->name ? strlen(src->name) + 1 : 0);
+    if (rc == CAIRN_OK)
+        rc = dup_opt((void **)&dst->manifest, src->manifest, src->manifest_size);
+    if (rc != CAIRN_OK) {
+        coord_image_rec_release(dst);
+        memset(dst, 0, sizeof(*dst));
+    }
+    return rc;
+}
+
+int coord_sandbox_rec_copy(struct coord_sandbox_rec *dst, const struct coord_sandbox_rec *src)
+{
+    *dst = *src;
+    dst->cmd = dst->report = NULL;
+    dst->err_msg = NULL;
+    int rc = dup_opt((void **)&dst->cmd, src->cmd, src->cmd_len);
+    if (rc == CAIRN_OK)
+        rc = dup_opt((void **)&dst->report, src->report, src->report_len);
+    if (rc == CAIRN_OK)
+        rc = dup_opt((void **)&dst->err_msg, src->err_msg, src->err_msg ? strlen(src->err_msg) + 1 : 0);
+    if (rc != CAIRN_OK) {
+        coord_sandbox_rec_release(dst);
+        memset(dst, 0, sizeof(*dst));
+    }
+    return rc;
+}
+
 void coord_job_rec_release(struct coord_job_rec *r)
 {
     if (!r)
@@ -86,6 +166,19 @@ bool coord_job_id_valid(const char *s, size_t len)
     return true;
 }
 
+bool coord_hex_valid(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+    return true;
+}
+
+bool coord_obj_id_valid(const char *s, size_t len, const char *prefix)
+{
+    return len == COORD_OBJ_ID_LEN && memcmp(s, prefix, 3) == 0 && coord_hex_valid(s + 3, len - 3);
+}
+
 static size_t key_fmt(char *out, const char *a, const char *b, const char *c)
 {
     int n = snprintf(out, COORD_KEY_MAX, "%s%s%s", a, b, c ? c : "");
@@ -105,6 +198,21 @@ size_t coord_key_req(char *out, const char *app, const char *req_id)
 size_t coord_key_queue(char *out, uint64_t seq)
 {
     int n = snprintf(out, COORD_KEY_MAX, "q/%016" PRIx64, seq);
+    return n < 0 || n >= COORD_KEY_MAX ? 0 : (size_t)n;
+}
+
+size_t coord_key_image(char *out, const char *id) { return key_fmt(out, "i/", id, NULL); }
+size_t coord_key_sandbox(char *out, const char *id) { return key_fmt(out, "s/", id, NULL); }
+
+size_t coord_key_name(char *out, const char *app, const char *name)
+{
+    int n = snprintf(out, COORD_KEY_MAX, "n/%s/%s", app, name);
+    return n < 0 || n >= COORD_KEY_MAX ? 0 : (size_t)n;
+}
+
+size_t coord_key_upload(char *out, const char *app, const char *upload)
+{
+    int n = snprintf(out, COORD_KEY_MAX, "u/%s/%s", app, upload);
     return n < 0 || n >= COORD_KEY_MAX ? 0 : (size_t)n;
 }
 
@@ -235,14 +343,16 @@ static int rd_bool(struct rdr *d, bool *v)
     return CAIRN_OK;
 }
 
-/* A nested msgpack map, copied whole (contents validated when used). */
-static int rd_map_raw(struct rdr *d, uint8_t **out, size_t *len)
+/* A nested msgpack map (or array), copied whole (contents validated when used). */
+static int rd_raw(struct rdr *d, uint8_t **out, size_t *len, bool array)
 {
     if (cairn_mp_remaining(&d->r) == 0)
         return corrupt(d, "is truncated");
     uint8_t tag = d->r.p[0];
-    if (!((tag >= 0x80 && tag <= 0x8f) || tag == 0xde || tag == 0xdf))
+    if (!array && !((tag >= 0x80 && tag <= 0x8f) || tag == 0xde || tag == 0xdf))
         return corrupt(d, "is not a map");
+    if (array && !((tag >= 0x90 && tag <= 0x9f) || tag == 0xdc || tag == 0xdd))
+        return corrupt(d, "is not an array");
     const uint8_t *start = d->r.p;
     if (cairn_mp_skip(&d->r) != CAIRN_OK)
         return corrupt(d, "is malformed");
@@ -252,6 +362,56 @@ static int rd_map_raw(struct rdr *d, uint8_t **out, size_t *len)
     if (!*out)
         return cairn_err_set(CAIRN_ENOMEM, "out of memory reading metadata record '%s'", d->key);
     *len = n;
+    return CAIRN_OK;
+}
+
+static int rd_map_raw(struct rdr *d, uint8_t **out, size_t *len) { return rd_raw(d, out, len, false); }
+
+static int rd_bin_dup(struct rdr *d, uint8_t **out, size_t *len, uint32_t max)
+{
+    const uint8_t *b;
+    uint32_t bl;
+    if (cairn_mp_read_bin(&d->r, &b, &bl, max) != CAIRN_OK)
+        return corrupt(d, "is not a binary of the allowed length");
+    cairn_free(*out);
+    *out = cairn_memdup(b, bl ? bl : 1);
+    if (!*out)
+        return cairn_err_set(CAIRN_ENOMEM, "out of memory reading metadata record '%s'", d->key);
+    *len = bl;
+    return CAIRN_OK;
+}
+
+/* A string that must be one of names[] (NULL-terminated); *idx gets its index. */
+static int rd_enum(struct rdr *d, const char *const *names, unsigned *idx)
+{
+    const uint8_t *s;
+    uint32_t len;
+    if (cairn_mp_read_str(&d->r, &s, &len, 32) != CAIRN_OK)
+        return corrupt(d, "is not a short string");
+    for (unsigned i = 0; names[i]; i++)
+        if (strlen(names[i]) == len && memcmp(names[i], s, len) == 0) {
+            *idx = i;
+            return CAIRN_OK;
+        }
+    return corrupt(d, "has an unknown value");
+}
+
+/* An object id: prefix + 16 hex, or "" when allow_empty. */
+static int rd_obj_id(struct rdr *d, char *out, const char *prefix, bool allow_empty)
+{
+    CAIRN_FORWARD_IF_ERROR(rd_str_fixed(d, out, allow_empty ? 0 : COORD_OBJ_ID_LEN, COORD_OBJ_ID_LEN));
+    size_t n = strlen(out);
+    if ((n || !allow_empty) && !coord_obj_id_valid(out, n, prefix))
+        return corrupt(d, "is not a valid id");
+    return CAIRN_OK;
+}
+
+static int rd_job_id(struct rdr *d, char *out, bool allow_empty)
+{
+    CAIRN_FORWARD_IF_ERROR(rd_str_fixed(d, out, allow_empty ? 0 : COORD_JOB_ID_LEN, COORD_JOB_ID_LEN));
+    size_t n = strlen(out);
+    if ((n || !allow_empty) && !coord_job_id_valid(out, n))
+        return corrupt(d, "is not a job id");
     return CAIRN_OK;
 }
 
@@ -573,6 +733,333 @@ int coord_job_decode(const uint8_t *p, size_t len, const char *key, struct coord
     return rc;
 }
 
+/* ---- image ------------------------------------------------------------------------------------- */
+
+#define MANIFEST_REC_MAX (1u << 20)
+
+enum {
+    IM_V, IM_ID, IM_APP, IM_KIND, IM_NAME, IM_PARENT, IM_ORIGIN, IM_DEPTH, IM_MLEN, IM_MANIFEST, IM_DOMAIN,
+    IM_STATE, IM_CREATED, IM_LAST_USED, IM_EXPIRES, IM_RETENTION, IM_SIZE, IM_FILES, IM_STORED, IM_JOB
+};
+static const char *const image_fields[] = {"v", "id", "app", "kind", "name", "parent", "origin", "depth",
+                                           "manifest_len", "manifest", "domain", "state", "created",
+                                           "last_used", "expires", "retention", "size", "files", "stored",
+                                           "job", NULL};
+static const char *const image_kinds[] = {"base", "fs", "dir", NULL};
+static const char *const image_states[] = {"pending", "ready", NULL};
+
+int coord_image_encode(const struct coord_image_rec *r, struct cairn_buf *out)
+{
+    struct cairn_mp_writer w;
+    cairn_mp_writer_init(&w, out);
+    cairn_mp_write_map(&w, 19 + (r->name != NULL));
+    w_u64(&w, "v", 1);
+    w_str(&w, "id", r->id);
+    w_str(&w, "app", r->app);
+    w_str(&w, "kind", r->kind);
+    if (r->name)
+        w_str(&w, "name", r->name);
+    w_str(&w, "parent", r->parent);
+    w_str(&w, "origin", r->origin);
+    w_u64(&w, "depth", r->depth);
+    w_u64(&w, "manifest_len", r->manifest_len);
+    w_key(&w, "manifest");
+    cairn_mp_write_bin(&w, r->manifest ? r->manifest : (const uint8_t *)"", r->manifest ? r->manifest_size : 0);
+    w_key(&w, "domain");
+    cairn_mp_write_bin(&w, r->domain, sizeof(r->domain));
+    w_str(&w, "state", image_states[r->state == COORD_IMAGE_READY]);
+    w_i64(&w, "created", r->created_ns);
+    w_i64(&w, "last_used", r->last_used_ns);
+    w_i64(&w, "expires", r->expires_ns);
+    w_str(&w, "retention", r->retention[0] ? r->retention : "never");
+    w_u64(&w, "size", r->size);
+    w_u64(&w, "files", r->files);
+    w_u64(&w, "stored", r->stored);
+    w_str(&w, "job", r->job);
+    return w_done(&w, "image");
+}
+
+int coord_image_decode(const uint8_t *p, size_t len, const char *key, struct coord_image_rec *r)
+{
+    memset(r, 0, sizeof(*r));
+    struct rdr d;
+    uint32_t n;
+    uint64_t seen = 0;
+    unsigned e = 0;
+    int rc = rd_begin(&d, p, len, key, &n);
+    for (uint32_t i = 0; rc == CAIRN_OK && i < n; i++) {
+        char name[REC_FIELD_NAME_MAX + 1];
+        rc = rd_name(&d, name);
+        if (rc != CAIRN_OK)
+            break;
+        int f = rd_field_index(name, image_fields);
+        d.field = f >= 0 ? image_fields[f] : NULL;
+        if (f >= 0 && (rc = rd_seen(&d, &seen, (unsigned)f)) != CAIRN_OK)
+            break;
+        switch (f) {
+        case IM_V: rc = rd_version(&d); break;
+        case IM_ID: rc = rd_obj_id(&d, r->id, "im-", false); break;
+        case IM_APP:
+            rc = rd_str_fixed(&d, r->app, 1, COORD_ID_MAX);
+            if (rc == CAIRN_OK && !coord_app_name_valid(r->app, strlen(r->app)))
+                rc = corrupt(&d, "is not a valid app name");
+            break;
+        case IM_KIND:
+            rc = rd_enum(&d, image_kinds, &e);
+            if (rc == CAIRN_OK)
+                memcpy(r->kind, image_kinds[e], strlen(image_kinds[e]) + 1);
+            break;
+        case IM_NAME: rc = rd_str_dup(&d, &r->name, 1, COORD_NAME_MAX); break;
+        case IM_PARENT: rc = rd_obj_id(&d, r->parent, "im-", true); break;
+        case IM_ORIGIN: rc = rd_obj_id(&d, r->origin, "im-", true); break;
+        case IM_DEPTH: rc = rd_u64(&d, &r->depth); break;
+        case IM_MLEN: rc = rd_u64(&d, &r->manifest_len); break;
+        case IM_MANIFEST:
+            rc = rd_bin_dup(&d, &r->manifest, &r->manifest_size, MANIFEST_REC_MAX);
+            if (rc == CAIRN_OK && r->manifest_size % 36 != 0)
+                rc = corrupt(&d, "is not a list of 36-byte chunk references");
+            break;
+        case IM_DOMAIN: {
+            const uint8_t *b;
+            uint32_t bl;
+            if (cairn_mp_read_bin(&d.r, &b, &bl, 16) != CAIRN_OK || bl != 16)
+                rc = corrupt(&d, "is not 16 bytes");
+            else
+                memcpy(r->domain, b, 16);
+            break;
+        }
+        case IM_STATE:
+            rc = rd_enum(&d, image_states, &e);
+            r->state = e ? COORD_IMAGE_READY : COORD_IMAGE_PENDING;
+            break;
+        case IM_CREATED: rc = rd_i64(&d, &r->created_ns); break;
+        case IM_LAST_USED: rc = rd_i64(&d, &r->last_used_ns); break;
+        case IM_EXPIRES: rc = rd_i64(&d, &r->expires_ns); break;
+        case IM_RETENTION: rc = rd_str_fixed(&d, r->retention, 1, sizeof(r->retention) - 1); break;
+        case IM_SIZE: rc = rd_u64(&d, &r->size); break;
+        case IM_FILES: rc = rd_u64(&d, &r->files); break;
+        case IM_STORED: rc = rd_u64(&d, &r->stored); break;
+        case IM_JOB: rc = rd_job_id(&d, r->job, true); break;
+        default:
+            if (cairn_mp_skip(&d.r) != CAIRN_OK)
+                rc = corrupt(&d, "has a malformed unknown field");
+        }
+    }
+    if (rc == CAIRN_OK)
+        rc = rd_end(&d);
+    if (rc == CAIRN_OK)
+        rc = rd_missing(&d, seen,
+                        (1u << IM_V) | (1u << IM_ID) | (1u << IM_APP) | (1u << IM_KIND) | (1u << IM_DEPTH) |
+                            (1u << IM_DOMAIN) | (1u << IM_STATE) | (1u << IM_CREATED),
+                        image_fields);
+    if (rc == CAIRN_OK && r->state == COORD_IMAGE_READY && r->manifest_size == 0) {
+        d.field = "manifest";
+        rc = corrupt(&d, "is missing for a ready image");
+    }
+    if (rc == CAIRN_OK && !r->retention[0])
+        memcpy(r->retention, "never", 6);
+    if (rc != CAIRN_OK)
+        coord_image_rec_release(r);
+    return rc;
+}
+
+/* ---- sandbox ----------------------------------------------------------------------------------- */
+
+enum {
+    SB_V, SB_ID, SB_APP, SB_WORKER, SB_IMAGE, SB_RUNTIME, SB_STATE, SB_CREATED, SB_UPDATED, SB_CMD, SB_SNAP,
+    SB_NETWORK, SB_GPU, SB_JOB, SB_TERM_JOB, SB_ERR_CODE, SB_ERR_MSG, SB_REPORT
+};
+static const char *const sandbox_fields[] = {"v", "id", "app", "worker", "image", "runtime_id", "state",
+                                             "created", "updated", "cmd", "enable_snapshot", "network", "gpu",
+                                             "job", "term_job", "err_code", "err_msg", "report", NULL};
+static const char *const sandbox_states[] = {"creating", "running", "terminated", "failed", NULL};
+
+int coord_sandbox_encode(const struct coord_sandbox_rec *r, struct cairn_buf *out)
+{
+    bool has_cmd = r->cmd && r->cmd_len, has_report = r->report && r->report_len;
+    bool failed = r->state == COORD_SBX_FAILED;
+    struct cairn_mp_writer w;
+    cairn_mp_writer_init(&w, out);
+    cairn_mp_write_map(&w, (uint32_t)(14 + has_cmd + has_report + (failed ? 1 + (r->err_msg != NULL) : 0)));
+    w_u64(&w, "v", 1);
+    w_str(&w, "id", r->id);
+    w_str(&w, "app", r->app);
+    w_str(&w, "worker", r->worker);
+    w_str(&w, "image", r->image);
+    w_str(&w, "runtime_id", r->runtime_id);
+    w_str(&w, "state", sandbox_states[r->state]);
+    w_i64(&w, "created", r->created_ns);
+    w_i64(&w, "updated", r->updated_ns);
+    if (has_cmd)
+        w_raw(&w, "cmd", r->cmd, r->cmd_len);
+    w_key(&w, "enable_snapshot");
+    cairn_mp_write_bool(&w, r->enable_snapshot);
+    w_key(&w, "network");
+    cairn_mp_write_bool(&w, r->network);
+    w_u64(&w, "gpu", r->gpu);
+    w_str(&w, "job", r->job);
+    w_str(&w, "term_job", r->term_job);
+    if (failed) {
+        w_u64(&w, "err_code", r->err_code);
+        if (r->err_msg)
+            w_str(&w, "err_msg", r->err_msg);
+    }
+    if (has_report)
+        w_raw(&w, "report", r->report, r->report_len);
+    return w_done(&w, "sandbox");
+}
+
+int coord_sandbox_decode(const uint8_t *p, size_t len, const char *key, struct coord_sandbox_rec *r)
+{
+    memset(r, 0, sizeof(*r));
+    struct rdr d;
+    uint32_t n;
+    uint64_t seen = 0, u;
+    unsigned e = 0;
+    int rc = rd_begin(&d, p, len, key, &n);
+    for (uint32_t i = 0; rc == CAIRN_OK && i < n; i++) {
+        char name[REC_FIELD_NAME_MAX + 1];
+        rc = rd_name(&d, name);
+        if (rc != CAIRN_OK)
+            break;
+        int f = rd_field_index(name, sandbox_fields);
+        d.field = f >= 0 ? sandbox_fields[f] : NULL;
+        if (f >= 0 && (rc = rd_seen(&d, &seen, (unsigned)f)) != CAIRN_OK)
+            break;
+        switch (f) {
+        case SB_V: rc = rd_version(&d); break;
+        case SB_ID: rc = rd_obj_id(&d, r->id, "sb-", false); break;
+        case SB_APP:
+            rc = rd_str_fixed(&d, r->app, 1, COORD_ID_MAX);
+            if (rc == CAIRN_OK && !coord_app_name_valid(r->app, strlen(r->app)))
+                rc = corrupt(&d, "is not a valid app name");
+            break;
+        case SB_WORKER: rc = rd_str_fixed(&d, r->worker, 0, COORD_ID_MAX); break;
+        case SB_IMAGE: rc = rd_obj_id(&d, r->image, "im-", false); break;
+        case SB_RUNTIME:
+            rc = rd_str_fixed(&d, r->runtime_id, COORD_RUNTIME_ID_LEN, COORD_RUNTIME_ID_LEN);
+            if (rc == CAIRN_OK && !coord_hex_valid(r->runtime_id, COORD_RUNTIME_ID_LEN))
+                rc = corrupt(&d, "is not 32 hex digits");
+            break;
+        case SB_STATE:
+            rc = rd_enum(&d, sandbox_states, &e);
+            r->state = (enum coord_sandbox_state)e;
+            break;
+        case SB_CREATED: rc = rd_i64(&d, &r->created_ns); break;
+        case SB_UPDATED: rc = rd_i64(&d, &r->updated_ns); break;
+        case SB_CMD: rc = rd_raw(&d, &r->cmd, &r->cmd_len, true); break;
+        case SB_SNAP: rc = rd_bool(&d, &r->enable_snapshot); break;
+        case SB_NETWORK: rc = rd_bool(&d, &r->network); break;
+        case SB_GPU: rc = rd_u64(&d, &r->gpu); break;
+        case SB_JOB: rc = rd_job_id(&d, r->job, false); break;
+        case SB_TERM_JOB: rc = rd_job_id(&d, r->term_job, true); break;
+        case SB_ERR_CODE:
+            rc = rd_u64(&d, &u);
+            if (rc == CAIRN_OK && u > UINT32_MAX)
+                rc = corrupt(&d, "is out of range");
+            r->err_code = (uint32_t)u;
+            break;
+        case SB_ERR_MSG: rc = rd_str_dup(&d, &r->err_msg, 0, REC_TEXT_MAX); break;
+        case SB_REPORT: rc = rd_map_raw(&d, &r->report, &r->report_len); break;
+        default:
+            if (cairn_mp_skip(&d.r) != CAIRN_OK)
+                rc = corrupt(&d, "has a malformed unknown field");
+        }
+    }
+    if (rc == CAIRN_OK)
+        rc = rd_end(&d);
+    if (rc == CAIRN_OK)
+        rc = rd_missing(&d, seen,
+                        (1u << SB_V) | (1u << SB_ID) | (1u << SB_APP) | (1u << SB_WORKER) | (1u << SB_IMAGE) |
+                            (1u << SB_RUNTIME) | (1u << SB_STATE) | (1u << SB_CREATED) | (1u << SB_JOB),
+                        sandbox_fields);
+    if (rc == CAIRN_OK && r->state == COORD_SBX_RUNNING && !r->worker[0]) {
+        d.field = "worker";
+        rc = corrupt(&d, "is missing for a running sandbox");
+    }
+    if (rc != CAIRN_OK)
+        coord_sandbox_rec_release(r);
+    return rc;
+}
+
+/* ---- upload ------------------------------------------------------------------------------------ */
+
+enum { UP_V, UP_APP, UP_UPLOAD, UP_JOB, UP_IMAGE, UP_NAME, UP_FORMAT, UP_SIZE, UP_CREATED, UP_UPDATED };
+static const char *const upload_fields[] = {"v", "app", "upload", "job", "image", "name", "format", "size",
+                                            "created", "updated", NULL};
+
+int coord_upload_encode(const struct coord_upload_rec *r, struct cairn_buf *out)
+{
+    struct cairn_mp_writer w;
+    cairn_mp_writer_init(&w, out);
+    cairn_mp_write_map(&w, (uint32_t)(7 + (r->name != NULL) + (r->format[0] != 0) + r->has_size));
+    w_u64(&w, "v", 1);
+    w_str(&w, "app", r->app);
+    w_str(&w, "upload", r->upload);
+    w_str(&w, "job", r->job);
+    w_str(&w, "image", r->image);
+    if (r->name)
+        w_str(&w, "name", r->name);
+    if (r->format[0])
+        w_str(&w, "format", r->format);
+    if (r->has_size)
+        w_u64(&w, "size", r->size);
+    w_i64(&w, "created", r->created_ns);
+    w_i64(&w, "updated", r->updated_ns);
+    return w_done(&w, "upload");
+}
+
+int coord_upload_decode(const uint8_t *p, size_t len, const char *key, struct coord_upload_rec *r)
+{
+    memset(r, 0, sizeof(*r));
+    struct rdr d;
+    uint32_t n;
+    uint64_t seen = 0;
+    int rc = rd_begin(&d, p, len, key, &n);
+    for (uint32_t i = 0; rc == CAIRN_OK && i < n; i++) {
+        char name[REC_FIELD_NAME_MAX + 1];
+        rc = rd_name(&d, name);
+        if (rc != CAIRN_OK)
+            break;
+        int f = rd_field_index(name, upload_fields);
+        d.field = f >= 0 ? upload_fields[f] : NULL;
+        if (f >= 0 && (rc = rd_seen(&d, &seen, (unsigned)f)) != CAIRN_OK)
+            break;
+        switch (f) {
+        case UP_V: rc = rd_version(&d); break;
+        case UP_APP:
+            rc = rd_str_fixed(&d, r->app, 1, COORD_ID_MAX);
+            if (rc == CAIRN_OK && !coord_app_name_valid(r->app, strlen(r->app)))
+                rc = corrupt(&d, "is not a valid app name");
+            break;
+        case UP_UPLOAD: rc = rd_str_fixed(&d, r->upload, 1, COORD_ID_MAX); break;
+        case UP_JOB: rc = rd_job_id(&d, r->job, false); break;
+        case UP_IMAGE: rc = rd_obj_id(&d, r->image, "im-", false); break;
+        case UP_NAME: rc = rd_str_dup(&d, &r->name, 1, COORD_NAME_MAX); break;
+        case UP_FORMAT: rc = rd_str_fixed(&d, r->format, 1, sizeof(r->format) - 1); break;
+        case UP_SIZE:
+            rc = rd_u64(&d, &r->size);
+            r->has_size = true;
+            break;
+        case UP_CREATED: rc = rd_i64(&d, &r->created_ns); break;
+        case UP_UPDATED: rc = rd_i64(&d, &r->updated_ns); break;
+        default:
+            if (cairn_mp_skip(&d.r) != CAIRN_OK)
+                rc = corrupt(&d, "has a malformed unknown field");
+        }
+    }
+    if (rc == CAIRN_OK)
+        rc = rd_end(&d);
+    if (rc == CAIRN_OK)
+        rc = rd_missing(&d, seen,
+                        (1u << UP_V) | (1u << UP_APP) | (1u << UP_UPLOAD) | (1u << UP_JOB) | (1u << UP_IMAGE) |
+                            (1u << UP_CREATED),
+                        upload_fields);
+    if (rc != CAIRN_OK)
+        coord_upload_rec_release(r);
+    return rc;
+}
+
 /* ---- small values ------------------------------------------------------------------------------ */
 
 int coord_str_encode(const char *s, struct cairn_buf *out)
@@ -695,6 +1182,55 @@ int coord_meta_batch_job(struct cairn_kv_batch *bt, const struct coord_job_rec *
     struct cairn_buf b;
     cairn_buf_init(&b, COORD_RECORD_MAX);
     int rc = coord_job_encode(r, &b);
+    if (rc == CAIRN_OK)
+        cairn_kv_batch_put(bt, key, klen, b.data, b.len);
+    cairn_buf_release(&b);
+    return rc;
+}
+
+typedef int (*encode_fn)(const void *r, struct cairn_buf *out);
+
+static int batch_put_rec(struct cairn_kv_batch *bt, const char *key, size_t klen, const void *r, encode_fn enc,
+                         const char *what)
+{
+    if (!klen)
+        return cairn_err_set(CAIRN_EINVAL, "%s key too long", what);
+    struct cairn_buf b;
+    cairn_buf_init(&b, COORD_RECORD_MAX);
+    int rc = enc(r, &b);
+    if (rc == CAIRN_OK)
+        cairn_kv_batch_put(bt, key, klen, b.data, b.len);
+    cairn_buf_release(&b);
+    return rc;
+}
+
+static int enc_image(const void *r, struct cairn_buf *out) { return coord_image_encode(r, out); }
+static int enc_sandbox(const void *r, struct cairn_buf *out) { return coord_sandbox_encode(r, out); }
+static int enc_upload(const void *r, struct cairn_buf *out) { return coord_upload_encode(r, out); }
+
+int coord_meta_batch_image(struct cairn_kv_batch *bt, const struct coord_image_rec *r)
+{
+    char key[COORD_KEY_MAX];
+    return batch_put_rec(bt, key, coord_key_image(key, r->id), r, enc_image, "image");
+}
+
+int coord_meta_batch_sandbox(struct cairn_kv_batch *bt, const struct coord_sandbox_rec *r)
+{
+    char key[COORD_KEY_MAX];
+    return batch_put_rec(bt, key, coord_key_sandbox(key, r->id), r, enc_sandbox, "sandbox");
+}
+
+int coord_meta_batch_upload(struct cairn_kv_batch *bt, const struct coord_upload_rec *r)
+{
+    char key[COORD_KEY_MAX];
+    return batch_put_rec(bt, key, coord_key_upload(key, r->app, r->upload), r, enc_upload, "upload");
+}
+
+int coord_meta_batch_str(struct cairn_kv_batch *bt, const char *key, size_t klen, const char *val)
+{
+    struct cairn_buf b;
+    cairn_buf_init(&b, 4096);
+    int rc = coord_str_encode(val, &b);
     if (rc == CAIRN_OK)
         cairn_kv_batch_put(bt, key, klen, b.data, b.len);
     cairn_buf_release(&b);

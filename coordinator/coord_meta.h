@@ -9,6 +9,12 @@
  *   r/<app>/<req_id>      idempotency index       value: msgpack str, the job id
  *   q/<seq, 16 hex>       unfinished jobs (queued or running) in submission
  *                         order                   value: msgpack str, the job id
+ *   i/<image id>          image record            (struct coord_image_rec)
+ *   n/<app>/<name>        name index              value: msgpack str, the newest ready image
+ *                         with that name in that app
+ *   s/<sandbox id>        sandbox record          (struct coord_sandbox_rec)
+ *   u/<app>/<upload>      image.import upload in progress (struct coord_upload_rec); its bytes
+ *                         are DATA_DIR/uploads/<job id>.tar
  *   m/epoch               membership epoch        msgpack uint
  *   m/clock               test clock offset (ns)  msgpack int
  *   m/schema              layout version          msgpack uint (COORD_META_SCHEMA)
@@ -32,7 +38,10 @@
 #define COORD_META_SCHEMA 1
 #define COORD_ID_MAX 64           /* app names, worker ids, job ids, req ids: 1..64 bytes */
 #define COORD_JOB_ID_LEN 19       /* "jb-" + 16 hex */
-#define COORD_KEY_MAX 160         /* "r/" + app + "/" + req_id with room to spare */
+#define COORD_OBJ_ID_LEN 19       /* "im-" / "sb-" + 16 hex */
+#define COORD_RUNTIME_ID_LEN 32   /* sandbox runtime id: 32 hex */
+#define COORD_NAME_MAX 128        /* image names */
+#define COORD_KEY_MAX 256         /* "n/" + app + "/" + name with room to spare */
 #define COORD_RECORD_MAX (4u << 20) /* a job record holds params and result (each <= ~1 MiB by the model) */
 
 enum coord_job_state {
@@ -82,8 +91,82 @@ struct coord_job_rec {
     size_t result_len;
 };
 
+enum coord_image_state {
+    COORD_IMAGE_PENDING = 0, /* its import or snapshot job has not succeeded yet: invisible */
+    COORD_IMAGE_READY = 1,
+};
+
+/* An image (sandboxes.md "Records"). */
+struct coord_image_rec {
+    char id[COORD_OBJ_ID_LEN + 1];
+    char app[COORD_ID_MAX + 1];
+    char kind[8];                       /* base | fs | dir */
+    char *name;                         /* owned; NULL when unnamed */
+    char parent[COORD_OBJ_ID_LEN + 1];  /* image this layer sits on; "" for a base or a flattened image */
+    char origin[COORD_OBJ_ID_LEN + 1];  /* image it was taken from (even when flattened); "" for a base */
+    uint64_t depth;                     /* layers in the chain, 1 for a base */
+    uint64_t manifest_len;              /* the layer: manifest bytes ... */
+    uint8_t *manifest;                  /* owned: ... and its chunks, 36 bytes each (id + le32 length) */
+    size_t manifest_size;
+    uint8_t domain[16];                 /* the app's managed domain id */
+    enum coord_image_state state;
+    int64_t created_ns, last_used_ns;
+    int64_t expires_ns;                 /* 0 = never */
+    char retention[32];                 /* never | ttl:<s> */
+    uint64_t size, files, stored;
+    char job[COORD_JOB_ID_LEN + 1];     /* the import / snapshot job that made it */
+};
+
+enum coord_sandbox_state {
+    COORD_SBX_CREATING = 0,
+    COORD_SBX_RUNNING = 1,
+    COORD_SBX_TERMINATED = 2,
+    COORD_SBX_FAILED = 3,
+};
+const char *coord_sandbox_state_name(enum coord_sandbox_state s);
+
+/* A sandbox (sandboxes.md "Records"). */
+struct coord_sandbox_rec {
+    char id[COORD_OBJ_ID_LEN + 1];
+    char app[COORD_ID_MAX + 1];
+    char worker[COORD_ID_MAX + 1];      /* "" until its create job succeeded on a worker */
+    char image[COORD_OBJ_ID_LEN + 1];
+    char runtime_id[COORD_RUNTIME_ID_LEN + 1];
+    enum coord_sandbox_state state;
+    int64_t created_ns, updated_ns;
+    uint8_t *cmd;                       /* owned msgpack array of str; NULL: the default */
+    size_t cmd_len;
+    bool enable_snapshot, network;
+    uint64_t gpu;
+    char job[COORD_JOB_ID_LEN + 1];      /* its sandbox-create job */
+    char term_job[COORD_JOB_ID_LEN + 1]; /* its sandbox-terminate job, "" until asked */
+    uint32_t err_code;                   /* when failed */
+    char *err_msg;                       /* owned, may be NULL */
+    uint8_t *report;                     /* owned msgpack map: the worker's last report; may be NULL */
+    size_t report_len;
+};
+
+/* An image.import upload between its first and its last piece. */
+struct coord_upload_rec {
+    char app[COORD_ID_MAX + 1];
+    char upload[COORD_ID_MAX + 1];       /* client-chosen; the import job's req_id */
+    char job[COORD_JOB_ID_LEN + 1];      /* id the import job will get (names the file) */
+    char image[COORD_OBJ_ID_LEN + 1];    /* id the image will get */
+    char *name;                          /* owned; NULL when unnamed */
+    char format[17];                     /* "" = tar (default) */
+    bool has_size;
+    uint64_t size;                       /* total bytes announced by the first piece */
+    int64_t created_ns, updated_ns;
+};
+
 void coord_worker_rec_release(struct coord_worker_rec *r);
 void coord_job_rec_release(struct coord_job_rec *r);
+void coord_image_rec_release(struct coord_image_rec *r);
+void coord_sandbox_rec_release(struct coord_sandbox_rec *r);
+void coord_upload_rec_release(struct coord_upload_rec *r);
+/* Deep copies (dst is overwritten, not released). CAIRN_ENOMEM leaves dst empty. */
+int coord_image_rec_copy(struct coord_image_rec *dst, const struct coord_image_rec *src);
+int coord_sandbox_rec_copy(struct coord_sandbox_rec *dst, const struct coord_sandbox_rec *src);
 
 /* ---- keys: each writes a NUL-terminated key into out[COORD_KEY_MAX] and returns its length (0: too long) */
 size_t coord_key_app(char *out, const char *app);
@@ -91,6 +174,10 @@ size_t coord_key_worker(char *out, const char *id);
 size_t coord_key_job(char *out, const char *id);
 size_t coord_key_req(char *out, const char *app, const char *req_id);
 size_t coord_key_queue(char *out, uint64_t seq);
+size_t coord_key_image(char *out, const char *id);
+size_t coord_key_sandbox(char *out, const char *id);
+size_t coord_key_name(char *out, const char *app, const char *name);
+size_t coord_key_upload(char *out, const char *app, const char *upload);
 #define COORD_KEY_EPOCH "m/epoch"
 #define COORD_KEY_CLOCK "m/clock"
 #define COORD_KEY_SCHEMA "m/schema"
@@ -106,6 +193,12 @@ int coord_worker_encode(const struct coord_worker_rec *r, struct cairn_buf *out)
 int coord_worker_decode(const uint8_t *p, size_t len, const char *key, struct coord_worker_rec *r);
 int coord_job_encode(const struct coord_job_rec *r, struct cairn_buf *out);
 int coord_job_decode(const uint8_t *p, size_t len, const char *key, struct coord_job_rec *r);
+int coord_image_encode(const struct coord_image_rec *r, struct cairn_buf *out);
+int coord_image_decode(const uint8_t *p, size_t len, const char *key, struct coord_image_rec *r);
+int coord_sandbox_encode(const struct coord_sandbox_rec *r, struct cairn_buf *out);
+int coord_sandbox_decode(const uint8_t *p, size_t len, const char *key, struct coord_sandbox_rec *r);
+int coord_upload_encode(const struct coord_upload_rec *r, struct cairn_buf *out);
+int coord_upload_decode(const uint8_t *p, size_t len, const char *key, struct coord_upload_rec *r);
 /* Small values: a msgpack str of 1..max bytes (r/ and q/ values), uint, int. */
 int coord_str_encode(const char *s, struct cairn_buf *out);
 int coord_str_decode(const uint8_t *p, size_t len, const char *key, char *out, size_t max);
@@ -122,6 +215,11 @@ int coord_meta_open(struct cairn_kv **out, const char *data_dir);
 int coord_meta_put_app(struct cairn_kv *kv, const struct coord_app_rec *r);
 int coord_meta_put_worker(struct cairn_kv *kv, const struct coord_worker_rec *r);
 int coord_meta_batch_job(struct cairn_kv_batch *b, const struct coord_job_rec *r);
+int coord_meta_batch_image(struct cairn_kv_batch *b, const struct coord_image_rec *r);
+int coord_meta_batch_sandbox(struct cairn_kv_batch *b, const struct coord_sandbox_rec *r);
+int coord_meta_batch_upload(struct cairn_kv_batch *b, const struct coord_upload_rec *r);
+/* A msgpack str value (the name index, r/ and q/ entries). */
+int coord_meta_batch_str(struct cairn_kv_batch *b, const char *key, size_t klen, const char *val);
 int coord_meta_put_u64(struct cairn_kv *kv, const char *key, uint64_t v);
 int coord_meta_put_i64(struct cairn_kv *kv, const char *key, int64_t v);
 /* Get + decode. CAIRN_ENOTFOUND when absent, CAIRN_ECORRUPT naming the key. */
@@ -134,5 +232,8 @@ int coord_meta_get_req(struct cairn_kv *kv, const char *app, const char *req_id,
 /* Validation of names used in keys. */
 bool coord_app_name_valid(const char *s, size_t len);   /* [a-z0-9._-], 1..64, not "_"/"." first */
 bool coord_job_id_valid(const char *s, size_t len);     /* jb- + 16 lower hex */
+/* prefix ("im-", "sb-") + 16 lower hex */
+bool coord_obj_id_valid(const char *s, size_t len, const char *prefix);
+bool coord_hex_valid(const char *s, size_t len);         /* lower hex digits only */
 
 #endif

@@ -4,8 +4,10 @@
  * and the 100 ms tick, and an orderly close.
  *
  * Start-up order matters: secrets and keys first (a misconfigured node fails
- * before it touches its store), then the store (apps, workers, then the
- * unfinished jobs, which attach to their workers), the epoch bump that makes
+ * before it touches its store), then the store (apps, workers, images and
+ * uploads, sandboxes (attached to their workers), then the unfinished jobs,
+ * which attach to their workers and whose end may change images and
+ * sandboxes; then the objects whose job is gone), the epoch bump that makes
  * every worker re-register (membership.c I3), and only then the sockets, so
  * no message is handled against a half-loaded state.
  *
@@ -112,6 +114,7 @@ static int load_apps(struct coord *c)
             rc = cairn_err_set(CAIRN_ENOMEM, "out of memory loading apps");
             break;
         }
+        coord_map_init(&a->names);
         int drc = coord_app_decode(v, vl, key, &a->rec);
         if (drc == CAIRN_OK && (kl != 2 + strlen(a->rec.name) || memcmp(k + 2, a->rec.name, kl - 2) != 0))
             drc = cairn_err_set(CAIRN_ECORRUPT, "metadata record '%s' is corrupt: its name is '%s'", key,
@@ -135,8 +138,13 @@ static void free_apps(struct coord *c)
     const void *k;
     size_t kl;
     void *v;
-    while (coord_map_next(&c->apps, &pos, &k, &kl, &v))
-        cairn_free(v);
+    while (coord_map_next(&c->apps, &pos, &k, &kl, &v)) {
+        struct coord_app *a = v;
+        coord_vec_release(&a->images);
+        coord_vec_release(&a->sandboxes);
+        coord_map_release(&a->names);
+        cairn_free(a);
+    }
     coord_map_release(&c->apps);
 }
 
@@ -159,7 +167,11 @@ static int open_store(struct coord *c)
         return rc;
     CAIRN_FORWARD_IF_ERROR(load_apps(c));
     CAIRN_FORWARD_IF_ERROR(coord_workers_load(c));
+    CAIRN_FORWARD_IF_ERROR(coord_images_load(c));
+    CAIRN_FORWARD_IF_ERROR(coord_sandboxes_load(c));
     CAIRN_FORWARD_IF_ERROR(coord_jobs_load(c));
+    coord_images_reconcile(c);
+    coord_sandboxes_reconcile(c);
     return coord_epoch_bump(c);
 }
 
@@ -179,9 +191,10 @@ int coord_reload_allow(struct coord *c)
 static int open_net(struct coord *c)
 {
     struct cairn_sock_opts o = {.hwm = SOCK_HWM};
+    struct cairn_sock_opts co = {.hwm = c->cfg->client_hwm > 0 ? c->cfg->client_hwm : SOCK_HWM};
     CAIRN_FORWARD_IF_ERROR(cairn_net_new(&c->net));
     CAIRN_FORWARD_IF_ERROR(coord_reload_allow(c));
-    CAIRN_FORWARD_IF_ERROR(cairn_sock_server(c->net, c->cfg->client_endpoint, &c->keys, "clients", &o, &c->csock));
+    CAIRN_FORWARD_IF_ERROR(cairn_sock_server(c->net, c->cfg->client_endpoint, &c->keys, "clients", &co, &c->csock));
     return cairn_sock_server(c->net, c->cfg->worker_endpoint, &c->keys, "workers", &o, &c->wsock);
 }
 
@@ -198,6 +211,9 @@ int coord_new(struct coord **out, const struct coord_config *cfg)
     coord_map_init(&c->workers);
     coord_map_init(&c->jobs);
     coord_map_init(&c->dispatches);
+    coord_map_init(&c->images);
+    coord_map_init(&c->sandboxes);
+    coord_map_init(&c->uploads);
     int rc = load_master_key(c);
     if (rc == CAIRN_OK)
         rc = load_admin_token(c);
@@ -227,16 +243,20 @@ void coord_destroy(struct coord **cp)
     if (!cp || !*cp)
         return;
     struct coord *c = *cp;
-    if (c->csock && c->nwaiters) {
+    if (c->csock && (c->nwaiters || c->execs)) {
         /* parked clients get the current state instead of a timeout; give the I/O thread a moment to send */
         coord_jobs_release_waiters(c);
+        coord_exec_release_all(c);
         struct timespec ts = {0, 50 * 1000000L};
         nanosleep(&ts, NULL);
     }
     cairn_sock_destroy(&c->csock);
     cairn_sock_destroy(&c->wsock);
     cairn_net_destroy(&c->net);
+    coord_exec_free_all(c);
     coord_jobs_free(c);
+    coord_sandboxes_free(c);
+    coord_images_free(c);
     coord_workers_free(c);
     free_apps(c);
     if (c->kv && cairn_kv_sync(c->kv) != CAIRN_OK)
@@ -255,6 +275,9 @@ void coord_tick(struct coord *c)
     uint64_t now = cairn_now_mono_ns();
     coord_workers_tick(c, now);
     coord_jobs_tick(c, now);
+    coord_images_tick(c, now);
+    if (c->nstalled)
+        coord_exec_flush(c);
 }
 
 /* Up to COORD_DRAIN_BATCH messages of one socket; returns how many were handled, -1 when it cannot be read. */
@@ -289,6 +312,8 @@ int coord_step(struct coord *c, int max_wait_ms)
 {
     uint64_t now = cairn_now_mono_ns();
     int wait = max_wait_ms < 0 ? COORD_TICK_MS : max_wait_ms;
+    if (c->nstalled && wait > 5)
+        wait = 5; /* held-back stream output: retry soon (coord_exec.c) */
     if (now >= c->next_tick_mono)
         wait = 0;
     else if ((c->next_tick_mono - now) / 1000000ull + 1 < (uint64_t)wait)
@@ -306,6 +331,8 @@ int coord_step(struct coord *c, int max_wait_ms)
                 return CAIRN_ECANCELED;
             if (c->kick_pending)
                 coord_jobs_kick(c);
+            if (c->nstalled)
+                coord_exec_flush(c);
             total += a + b;
             if (a + b == 0 || total >= DRAIN_MAX)
                 break;

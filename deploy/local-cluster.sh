@@ -3,8 +3,10 @@
 # (docs/internals/cluster.md, "Deploy").
 #
 #   deploy/local-cluster.sh up [--workers N] [--dir DIR] [--test-clock] [--base-port P]
+#                              [--default-image debian|busybox | --no-default-image]
 #   deploy/local-cluster.sh status [--dir DIR]
 #   deploy/local-cluster.sh env [--dir DIR]
+#   deploy/local-cluster.sh restart coordinator|wN [--dir DIR]
 #   deploy/local-cluster.sh down [--dir DIR]
 #
 # up      writes what is missing under DIR (default ./var/cluster): CURVE keys (cairn keygen), the
@@ -15,6 +17,14 @@
 #         lines on stdout:   eval "$(deploy/local-cluster.sh up --workers 3)"
 #         Safe to re-run: existing keys and secrets are kept, running processes whose config did not
 #         change are left alone, missing ones are started, workers beyond N are stopped.
+#         Then, unless --no-default-image: if app "default" has no image named "default", one is
+#         imported (docs/internals/sandboxes.md, "Base images"): the Debian 12 minbase image
+#         (deploy/make-debian-image.sh, built once per machine into /var/cache/cairn), or with
+#         --default-image busybox the tiny busybox image (deploy/make-busybox-image.sh; fast, what
+#         tests use). CAIRN_DEFAULT_IMAGE=debian|busybox|none sets the default of that choice. A
+#         failure there (no mirror, fewer live workers than replicas) is a warning, not an error.
+# restart stops one process of the cluster (by its pid file) and starts it again with the same
+#         config; waits until the coordinator answers, or until the worker is alive again.
 # status  the processes and `cairn cluster status`; exit 0 when every process runs.
 # env     the export lines again.
 # down    stops exactly the pids in DIR/pids (SIGTERM, SIGKILL after 10 s); data stays in DIR.
@@ -48,11 +58,11 @@ usage() {
 CMD=${1:-}
 [ $# -gt 0 ] && shift
 case "$CMD" in
-  up|status|env|down) ;;
+  up|status|env|down|restart) ;;
   cut|heal) [ "$NETNS" = 1 ] || die "'$CMD' is a netns-cluster.sh command" ;;
   help|-h|--help) usage; exit 0 ;;
   "") usage >&2; exit 1 ;;
-  *) die "unknown command '$CMD' (up, status, env, down$([ "$NETNS" = 1 ] && echo ', cut, heal'))" ;;
+  *) die "unknown command '$CMD' (up, status, env, restart, down$([ "$NETNS" = 1 ] && echo ', cut, heal'))" ;;
 esac
 WORKERS=
 DIR=
@@ -60,6 +70,7 @@ TEST_CLOCK=
 BASE_PORT=
 SUBNET=
 NODE=
+DEFAULT_IMAGE=
 while [ $# -gt 0 ]; do
   case "$1" in
     --workers) WORKERS=${2:?--workers needs a number}; shift 2 ;;
@@ -67,13 +78,16 @@ while [ $# -gt 0 ]; do
     --dir) DIR=${2:?--dir needs a directory}; shift 2 ;;
     --dir=*) DIR=${1#*=}; shift ;;
     --test-clock) TEST_CLOCK=true; shift ;;
+    --no-default-image) DEFAULT_IMAGE=none; shift ;;
+    --default-image) DEFAULT_IMAGE=${2:?--default-image needs debian, busybox or none}; shift 2 ;;
+    --default-image=*) DEFAULT_IMAGE=${1#*=}; shift ;;
     --base-port) BASE_PORT=${2:?--base-port needs a port}; shift 2 ;;
     --base-port=*) BASE_PORT=${1#*=}; shift ;;
     --subnet) [ "$NETNS" = 1 ] || die "--subnet is for netns-cluster.sh"; SUBNET=${2:?--subnet needs 0..255}; shift 2 ;;
     --subnet=*) [ "$NETNS" = 1 ] || die "--subnet is for netns-cluster.sh"; SUBNET=${1#*=}; shift ;;
     -h|--help) usage; exit 0 ;;
     -*) die "unknown option '$1' (see --help)" ;;
-    *) if [ "$NETNS" = 1 ] && [ -z "$NODE" ] && { [ "$CMD" = cut ] || [ "$CMD" = heal ]; }; then NODE=$1; shift
+    *) if [ -z "$NODE" ] && { [ "$CMD" = restart ] || { [ "$NETNS" = 1 ] && { [ "$CMD" = cut ] || [ "$CMD" = heal ]; }; }; }; then NODE=$1; shift
        else die "unexpected argument '$1' (see --help)"; fi ;;
   esac
 done
@@ -81,6 +95,12 @@ done
 [ -z "$BASE_PORT" ] || [[ "$BASE_PORT" =~ ^[0-9]+$ && $BASE_PORT -ge 1024 && $BASE_PORT -le 65400 ]] ||
   die "--base-port must be 1024..65400"
 [ -z "$SUBNET" ] || [[ "$SUBNET" =~ ^[0-9]+$ && $SUBNET -le 255 ]] || die "--subnet must be 0..255"
+DEFAULT_IMAGE=${DEFAULT_IMAGE:-${CAIRN_DEFAULT_IMAGE:-debian}}
+case "$DEFAULT_IMAGE" in
+  debian|busybox|none) ;;
+  *) die "--default-image must be debian, busybox or none (got '$DEFAULT_IMAGE')" ;;
+esac
+[ "$CMD" != restart ] || [ -n "$NODE" ] || die "restart needs a process: coordinator or wN"
 
 if [ -z "$DIR" ]; then
   if [ "$NETNS" = 1 ]; then DIR=./var/netns-cluster; else DIR=./var/cluster; fi
@@ -277,12 +297,14 @@ EOF
   [ -f "$DIR/admin.token" ] || "$COORD" --init-admin-token "$DIR/admin.token" >/dev/null
   # allow-lists: the client key, and every worker key ever made here (a worker removed by a smaller
   # --workers may come back)
-  write_if_changed "$DIR/clients.allow" "$(printf '%s client\n' "$("$CAIRN" keygen --public "$DIR/keys/client.key")")" || true
+  local allow_changed=false
+  write_if_changed "$DIR/clients.allow" "$(printf '%s client\n' "$("$CAIRN" keygen --public "$DIR/keys/client.key")")" &&
+    allow_changed=true
   out=""
   for f in "$DIR"/keys/w*.key; do
     out+="$("$CAIRN" keygen --public "$f") $(basename "$f" .key)"$'\n'
   done
-  write_if_changed "$DIR/workers.allow" "${out%$'\n'}" || true
+  write_if_changed "$DIR/workers.allow" "${out%$'\n'}" && allow_changed=true
 
   # configs
   if write_if_changed "$DIR/coordinator.conf" "# written by ${PROG##*/} up; edits are overwritten
@@ -332,6 +354,10 @@ log_level = info"; then changed+=("w$i"); fi
     fi
     say "starting cairn-coordinator on $(endpoint coordinator "$(client_port)")"
     start_proc coordinator "$COORD"
+  elif [ "$allow_changed" = true ]; then
+    # new keys (more workers than before): the running coordinator reloads its allow-lists on SIGHUP
+    say "allow-lists changed: cairn-coordinator reloads them (SIGHUP)"
+    kill -HUP "$(pid_of coordinator)"
   fi
   # the coordinator answers before any worker is needed: create the app now (cluster status needs it)
   deadline=$((SECONDS + 15))
@@ -378,7 +404,91 @@ log_level = info"; then changed+=("w$i"); fi
     sleep 0.3
   done
   say "cluster up in $DIR: coordinator and $WORKERS workers (logs in $DIR/logs)"
+  default_image
   print_env
+}
+
+# The app "default" gets an image named "default" once (sandbox create without --image uses it).
+# The cluster is usable without it, so a failure here is a warning: `up` still succeeds, and says
+# how to import the image later.
+default_image() {
+  local out id path rc=0
+  [ "$DEFAULT_IMAGE" != none ] || return 0
+  out=$(cli --json image ls 2>&1) || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    case "$out" in
+      *EUNSUPPORTED*|*'not in this'*) say "the coordinator does not serve images yet: no default image" ;;
+      *) say "WARNING: cannot list the images of app 'default', so no default image: $out" ;;
+    esac
+    return 0
+  fi
+  if grep -q '"name":"default"' <<<"$out"; then
+    return 0
+  fi
+  case "$DEFAULT_IMAGE" in
+    busybox)
+      path=$DIR/images/busybox.tar
+      if [ ! -s "$path" ]; then
+        say "making the busybox image $path"
+        mkdir -p "$DIR/images"
+        "$SRC_ROOT/deploy/make-busybox-image.sh" "$path" ||
+          { say "WARNING: making the busybox image failed (above): app 'default' has no default image"; return 0; }
+      fi ;;
+    debian)
+      path=${CAIRN_IMAGE_CACHE:-/var/cache/cairn}/debian-12-minbase.tar.zst
+      if [ ! -s "$path" ]; then
+        say "no cached Debian image: building it (deploy/make-debian-image.sh; --default-image busybox or --no-default-image skip this)"
+        "$SRC_ROOT/deploy/make-debian-image.sh" "$path" ||
+          { say "WARNING: making the Debian image failed (above): app 'default' has no default image (use --default-image busybox, or import one later: cairn image import --name default PATH)"; return 0; }
+      fi ;;
+  esac
+  say "importing $path into app 'default' as image 'default'"
+  rc=0
+  id=$(cli image import "$path" --name default 2>"$DIR/logs/default-image.err") || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    say "WARNING: importing the default image failed (exit $rc): $(cat "$DIR/logs/default-image.err")"
+    say "app 'default' has no default image; import it later with: cairn image import --name default $path"
+    return 0
+  fi
+  say "default image of app 'default': ${id##*$'\n'}"
+}
+
+# Stop one process (by its pid file) and start it again with its config.
+cmd_restart() {
+  local bin n deadline
+  case "$NODE" in
+    coordinator) bin=$(find_bin cairn-coordinator) ;;
+    w[0-9]*)
+      n=${NODE#w}
+      [[ "$n" =~ ^[0-9]+$ && $n -ge 1 && $n -le $WORKERS ]] || die "unknown process '$NODE' (coordinator or w1..w$WORKERS)"
+      bin=$(find_bin cairn-worker) ;;
+    *) die "unknown process '$NODE' (coordinator or w1..w$WORKERS)" ;;
+  esac
+  [ -f "$DIR/$NODE.conf" ] || die "no config for $NODE in $DIR (run up first)"
+  CAIRN=$(find_bin cairn)
+  if running "$NODE"; then
+    say "stopping $NODE (pid $(pid_of "$NODE"))"
+    stop_procs "$NODE"
+  fi
+  say "starting $NODE"
+  start_proc "$NODE" "$bin"
+  if [ "$NODE" = coordinator ]; then
+    deadline=$((SECONDS + 15))
+    until cli ping --timeout 1000 >/dev/null 2>&1; do
+      running coordinator || { log_tail coordinator; die "cairn-coordinator exited (see $DIR/logs/coordinator.log)"; }
+      [ $SECONDS -lt $deadline ] || { log_tail coordinator; die "cairn-coordinator does not answer after its restart"; }
+      sleep 0.2
+    done
+    say "coordinator restarted (pid $(pid_of coordinator)); workers re-register on their own"
+  else
+    deadline=$((SECONDS + 30))
+    until cli cluster status --json --timeout 2000 2>/dev/null | grep -qE "\"id\":\"$NODE\",[^}]*\"alive\":true"; do
+      running "$NODE" || { log_tail "$NODE"; die "cairn-worker $NODE exited (see $DIR/logs/$NODE.log)"; }
+      [ $SECONDS -lt $deadline ] || { log_tail "$NODE"; die "$NODE is not alive 30 s after its restart"; }
+      sleep 0.3
+    done
+    say "$NODE restarted (pid $(pid_of "$NODE")) and alive"
+  fi
 }
 
 cmd_status() {
@@ -426,5 +536,6 @@ case "$CMD" in
   status) cmd_status ;;
   env) print_env ;;
   down) cmd_down ;;
+  restart) cmd_restart ;;
   cut|heal) cmd_link ;;
 esac

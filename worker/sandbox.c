@@ -297,6 +297,29 @@ size_t cairn_runtime_count(const struct cairn_runtime *rt)
     return n;
 }
 
+static int id_cmp(const void *a, const void *b) { return strcmp(a, b); }
+
+int cairn_runtime_ids(struct cairn_runtime *rt, char (**ids)[CAIRN_SANDBOX_ID_LEN + 1], size_t *n)
+{
+    *ids = NULL;
+    *n = 0;
+    int rc = CAIRN_OK;
+    pthread_mutex_lock(&rt->mu);
+    if (rt->n_table) {
+        *ids = cairn_calloc(rt->n_table, sizeof(**ids));
+        if (!*ids)
+            rc = cairn_err_set(CAIRN_ENOMEM, "out of memory listing %zu sandboxes", rt->n_table);
+        for (size_t i = 0; *ids && i < rt->n_table; i++)
+            memcpy((*ids)[i], rt->table[i]->id, sizeof((*ids)[i]));
+        if (*ids)
+            *n = rt->n_table;
+    }
+    pthread_mutex_unlock(&rt->mu);
+    if (*n > 1)
+        qsort(*ids, *n, sizeof(**ids), id_cmp);
+    return rc;
+}
+
 /* ---- sandbox objects and the table ---- */
 
 static void sbx_free(struct cairn_sandbox *sb)
@@ -611,6 +634,31 @@ static int cgroup_remove(const struct cairn_runtime *rt, const char *id)
     return rc;
 }
 
+/*
+ * With no sandbox left in the table, remove our parent cgroup dirs too (empty then): a runtime leaves no
+ * dirs behind on the host (every test makes runtimes with parents of their own). Under rt->mu, because a
+ * create enters the table under that lock before its runsc makes the parent again. Errors are ignored:
+ * EBUSY/ENOTEMPTY when something still uses it, ENOENT when it is gone already.
+ */
+static void cgroup_parent_release(struct cairn_runtime *rt)
+{
+    char **roots = NULL;
+    size_t n = 0;
+    if (cgroup_roots(&roots, &n) != CAIRN_OK) {
+        cairn_err_clear();
+        return;
+    }
+    pthread_mutex_lock(&rt->mu);
+    for (size_t i = 0; rt->n_table == 0 && i < n; i++) {
+        char dir[PATH_MAX];
+        int dn = snprintf(dir, sizeof(dir), "%s/%s", roots[i], rt->cg_parent);
+        if (dn > 0 && (size_t)dn < sizeof(dir))
+            rmdir(dir);
+    }
+    pthread_mutex_unlock(&rt->mu);
+    free_strv(roots, n);
+}
+
 /* Remove the cgroups under our parent that belong to no sandbox of the table. */
 static void cgroup_sweep(struct cairn_runtime *rt)
 {
@@ -759,6 +807,7 @@ int cairn_sandbox_terminate(struct cairn_sandbox *sb)
         pthread_mutex_unlock(&sb->mu);
         if (rc == CAIRN_OK) {
             table_remove(sb->rt, sb);
+            cgroup_parent_release(sb->rt);
             cairn_info("sandbox %s: terminated in %.2f s", sb->id, (double)(cairn_now_mono_ns() - t0) / 1e9);
         } else {
             cairn_warn("sandbox %s: terminate failed: %s", sb->id, cairn_err_msg());
@@ -1092,6 +1141,7 @@ fail: {
     pthread_mutex_unlock(&sb->op_mu);
     if (in_table)
         table_remove(rt, sb);
+    cgroup_parent_release(rt);
     cairn_buf_release(&cfg);
     cairn_sandbox_release(&sb);
     return cairn_err_set(fe.rc, "%s", fe.msg);
@@ -1407,6 +1457,7 @@ int cairn_runtime_reconcile(struct cairn_runtime *rt, struct cairn_reconcile_rep
         cairn_free(ids);
     }
     cgroup_sweep(rt);
+    cgroup_parent_release(rt);
     if (rep)
         rep->n_failed = n_failed;
     cairn_err_clear();

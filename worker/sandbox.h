@@ -16,6 +16,7 @@
  *     sandboxes/<id>/m/<n>/      upper/work of the overlay mounts made with mount_into
  * cgroups: linux.cgroupsPath = /<cgroup_parent>/<id>, so runsc makes /sys/fs/cgroup/<ctrl>/<parent>/<id>;
  * the parent name is per runtime so that several workers on one host never clean each other's cgroups.
+ * The parent dirs are removed whenever the table becomes empty (runsc makes them again for the next one).
  *
  * Ids: exactly 32 lower-case hex characters (CAIRN_SANDBOX_ID_LEN), random, never reused. runsc matches ids
  * by prefix, and with fixed-length ids no id can be a prefix of another. The runsc root must hold only
@@ -38,6 +39,8 @@
 #define CAIRN_WORKER_SANDBOX_H
 
 #include "cairn/prelude.h"
+
+#include <stdatomic.h>
 
 #define CAIRN_SANDBOX_ID_LEN 32
 #define CAIRN_RUNTIME_FINGERPRINT_MAX 127
@@ -72,6 +75,8 @@ bool cairn_runtime_usable(const struct cairn_runtime *rt);
 const char *cairn_runtime_state_root(const struct cairn_runtime *rt);
 /* Sandboxes in the table (starting, running, paused, checkpointed). */
 size_t cairn_runtime_count(const struct cairn_runtime *rt);
+/* Ids of the sandboxes in the table, sorted. *ids is the caller's (cairn_free; NULL when *n == 0). CAIRN_ENOMEM. */
+int cairn_runtime_ids(struct cairn_runtime *rt, char (**ids)[CAIRN_SANDBOX_ID_LEN + 1], size_t *n);
 
 /* A mount made into the sandbox (at create/restore time, or later with cairn_sandbox_mount_into). */
 enum cairn_mount_kind {
@@ -154,6 +159,9 @@ struct cairn_exec_opts {
     uint32_t timeout_ms;        /* 0: none */
     cairn_exec_output_fn on_output; /* NULL: output discarded */
     void *arg;
+    const atomic_int *cancel;   /* NULL, or: once it reads non-zero (checked at least every 50 ms) the process is
+                                   killed and exec returns CAIRN_ECANCELED. For callers whose stop comes from
+                                   elsewhere than the output (a client gone, a shutdown) */
 };
 
 /*

@@ -185,6 +185,7 @@ int sbx_exec(struct cairn_sandbox *sb, const struct cairn_exec_opts *o, int *exi
     io.in_len = o->stdin_from_fd ? 0 : o->stdin_len;
     io.sink = probe ? NULL : o->on_output;
     io.sink_arg = o->arg;
+    io.cancel = probe ? NULL : o->cancel;
 
     uint64_t deadline = o->timeout_ms ? started + (uint64_t)o->timeout_ms * 1000000u : 0;
     int lrc = sbx_io_loop(&io, deadline);
@@ -195,6 +196,7 @@ int sbx_exec(struct cairn_sandbox *sb, const struct cairn_exec_opts *o, int *exi
         char msg[1024];
         snprintf(msg, sizeof(msg), "%s", cairn_err_msg());
         io.sink = NULL; /* the caller asked for no more */
+        io.cancel = NULL;
         long ipid = read_pid_file(f.pid);
         if (ipid)
             kill_in_sandbox(sb, ipid);

@@ -104,13 +104,14 @@ struct sbx_io {
     size_t in_len, in_off;
     sbx_sink_fn sink;
     void *sink_arg;
+    const atomic_int *cancel; /* NULL, or stop (CAIRN_ECANCELED) once non-zero; polled every 50 ms at most */
     bool exited;
     int status; /* wait status, valid when exited */
 };
 void sbx_io_init(struct sbx_io *io, pid_t pid);
 /* Run until the child exited and its pipes are drained (EOF, or 200 ms after the exit: a process left
    behind may hold them), or until deadline_ns (CAIRN_ETIMEDOUT, child still running; 0 = none), or until
-   the sink returns non-zero (that code). Closes the pipes it finished with. */
+   the sink returns non-zero (that code), or until *cancel is set (CAIRN_ECANCELED). Closes the pipes it finished with. */
 int sbx_io_loop(struct sbx_io *io, uint64_t deadline_ns);
 /* Close every fd of io (pidfd, pipes) and reap the child if it has not been (blocking). */
 void sbx_io_finish(struct sbx_io *io);

@@ -277,6 +277,10 @@ int sbx_io_loop(struct sbx_io *io, uint64_t deadline_ns)
             rc = CAIRN_ETIMEDOUT;
             break;
         }
+        if (io->cancel && atomic_load(io->cancel)) {
+            rc = cairn_err_set(CAIRN_ECANCELED, "canceled while pid %d runs", (int)io->pid);
+            break;
+        }
         struct pollfd p[4];
         int np = 0, i_out = -1, i_err = -1, i_in = -1, i_pid = -1;
         if (io->out_fd >= 0) {
@@ -304,6 +308,8 @@ int sbx_io_loop(struct sbx_io *io, uint64_t deadline_ns)
         }
         if (!io->exited && io->pidfd < 0)
             wait_ms = wait_ms < 0 ? 10 : CAIRN_MIN(wait_ms, 10); /* no pidfd: poll for the exit */
+        if (io->cancel)
+            wait_ms = wait_ms < 0 ? 50 : CAIRN_MIN(wait_ms, 50);
         int pr = poll(p, (nfds_t)np, (int)CAIRN_MIN(wait_ms, (int64_t)60000));
         if (pr < 0 && errno != EINTR) {
             rc = cairn_err_set_errno(CAIRN_EIO, errno, "poll on the pipes of pid %d", (int)io->pid);

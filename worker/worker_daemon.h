@@ -14,6 +14,8 @@
 
 struct cairn_wk_daemon_opts {
     bool no_coordinator;  /* peer service only: no registration, no jobs from anyone */
+    bool subreaper;       /* become a child subreaper and reap orphans (cairn-worker's main() only: the
+                             daemon must run on the main thread, which then must spawn nothing itself) */
     atomic_int *stop;     /* set non-zero to stop: running jobs are abandoned, the store closed */
     /* called once the sockets are bound, with the advertised peer endpoint (may be NULL) */
     void (*on_ready)(void *arg, const char *peer_endpoint);

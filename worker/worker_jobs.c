@@ -1,14 +1,21 @@
 /*
- * worker_jobs.c: job threads and the job kinds noop, ingest and chunk-has (see worker_jobs.h).
+ * worker_jobs.c: job threads, the helpers the job kinds share, and the kinds noop, ingest and chunk-has
+ * (see worker_jobs.h; the sandbox and image kinds are in the files listed in worker_jobs_int.h).
  *
  * Threads
- * - A fixed set of job threads over a FIFO of accepted jobs (mutex `mu`, condition `cv`). Not
- *   cairn/pool.h: its first failure cancels the queued tasks, and jobs are independent.
+ * - Two classes of jobs, each with its FIFO (mutex `mu`, one condition per class):
+ *     general  job_threads threads, started at once; `queue` more jobs may wait, then EBUSY.
+ *     exec     sandbox-exec jobs: they last as long as their command and mostly wait, so they never
+ *              occupy the general threads. Exec threads are started on demand, up to EXEC_THREADS, and
+ *              kept; EBUSY when that many execs run.
+ *   Not cairn/pool.h: its first failure cancels the queued tasks, and jobs are independent.
  * - Each job thread owns, created lazily and kept across jobs: a codec, a DEALER to the main thread's
- *   inproc pipe (job.progress, job.result), and a replication client with one DEALER per peer. No
- *   ZeroMQ socket is shared between threads.
+ *   inproc pipe (job.progress, job.result), a DEALER to the coordinator (upload.read, job.output; same key
+ *   pair as the main thread's socket, a routing id of its own), a replication client and a fetch client
+ *   with one DEALER per peer each. No ZeroMQ socket is shared between threads.
  * - Shared with the main thread: the store (thread-safe), the counters (atomic), the membership view
- *   (mutex inside), the domain cache (`dom_mu`), the abandon flag (atomic).
+ *   (mutex inside), the runtime and the layer cache (thread-safe), the domain cache (`dom_mu`), the
+ *   abandon flag (atomic).
  *
  * ingest (params: bytes <= 1 GiB, seed)
  *   generate the bytes (cairn_wk_gen) -> FastCDC cuts -> cairn_store_put_chunk in the app's managed
@@ -23,8 +30,7 @@
  * before its replicas were made, and a peer that holds it answers at the cost of one lookup.
  */
 #include "worker_jobs.h"
-
-#include "worker_repl.h"
+#include "worker_jobs_int.h"
 
 #include "cairn/alloc.h"
 #include "cairn/bytes.h"
@@ -37,6 +43,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <time.h>
+#include <unistd.h>
 
 #define GEN_BUF (4u << 20)
 #define PENDING_BYTES (96ull << 20)
@@ -45,41 +52,34 @@
 #define RESULT_IDS 64
 #define HELD_MAX 256
 #define SLEEP_MAX_MS 86400000ull
-
-struct job {
-    struct job *next;
-    struct cairn_msg *msg; /* the job.dispatch, owned */
-    const char *id;
-    const char *kind;
-    uint64_t deadline_ns;  /* 0: none */
-    uint64_t deadline_ms;
-};
+#define EXEC_THREADS 64u
 
 struct dom_entry {
     char *app;
     struct cairn_domain *d;
 };
 
+struct thr {
+    struct cairn_wk_jobs *j;
+    unsigned cls, index;
+};
+
 struct cairn_wk_jobs {
     struct cairn_wk_jobs_env env;
-    pthread_t *threads;
-    unsigned nthreads, started;
+    pthread_t *threads;      /* general threads first, then exec threads as they start */
+    struct thr *thr;
+    unsigned nthreads;       /* general threads */
+    unsigned started;        /* mu: threads started (both classes) */
+    unsigned exec_threads;   /* mu: exec threads started */
     unsigned queue_max;
     pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct job *head, *tail; /* guarded by mu */
-    unsigned queued, running;
-    bool stop;
+    pthread_cond_t cv[JOB_CLASSES];
+    struct job *head[JOB_CLASSES], *tail[JOB_CLASSES]; /* mu */
+    unsigned queued[JOB_CLASSES], running[JOB_CLASSES]; /* mu */
+    bool stop;                                          /* mu */
     pthread_mutex_t dom_mu;
     struct dom_entry *doms; /* guarded by dom_mu */
     size_t ndoms, doms_cap;
-};
-
-struct jt {
-    struct cairn_wk_jobs *j;
-    struct cairn_codec *codec;
-    struct cairn_sock *pipe;
-    struct cairn_wk_repl *repl;
 };
 
 /* ---- the data generator ---- */
@@ -121,7 +121,9 @@ void cairn_wk_gen_fill(struct cairn_wk_gen *g, uint8_t *out, size_t n)
 
 static uint64_t now_ns(void) { return cairn_now_mono_ns(); }
 
-static const struct cairn_mval *param(const struct job *jb, const char *key)
+const struct cairn_wk_jobs_env *cairn_wk__env(const struct jt *t) { return &t->j->env; }
+
+const struct cairn_mval *cairn_wk__param(const struct job *jb, const char *key)
 {
     const struct cairn_mval *map = NULL;
     size_t n = 0;
@@ -130,8 +132,29 @@ static const struct cairn_mval *param(const struct job *jb, const char *key)
     return cairn_mval_get(map, key);
 }
 
-/* Abandoned (shutdown) or past its deadline: the code to stop with, else CAIRN_OK. */
-static int job_check(struct jt *t, const struct job *jb)
+int cairn_wk__param_str(const struct job *jb, const char *key, bool required, const char **out)
+{
+    *out = NULL;
+    const struct cairn_mval *v = cairn_wk__param(jb, key);
+    size_t len = 0;
+    if (!v && !required)
+        return CAIRN_OK;
+    if (!v || cairn_mval_str(v, out, &len) != CAIRN_OK)
+        return cairn_err_set(CAIRN_EINVAL, "%s: params.%s must be a string", jb->kind, key);
+    return CAIRN_OK;
+}
+
+int cairn_wk__job_app(const struct job *jb, const char **app)
+{
+    *app = NULL; /* the dispatch's "app" field, else the envelope's */
+    if (cairn_msg_get_str(jb->msg, "app", app, NULL) != CAIRN_OK)
+        *app = cairn_msg_app(jb->msg);
+    if (!*app || !**app)
+        return cairn_err_set(CAIRN_EINVAL, "%s: job '%s' names no app", jb->kind, jb->id);
+    return CAIRN_OK;
+}
+
+int cairn_wk__job_check(struct jt *t, const struct job *jb)
 {
     if (atomic_load(t->j->env.abandon))
         return cairn_err_set(CAIRN_ECANCELED, "job '%s' abandoned: worker '%s' is shutting down", jb->id,
@@ -170,7 +193,7 @@ static void pipe_send(struct jt *t, const struct cairn_msg *m)
     }
 }
 
-static void progress(struct jt *t, const struct job *jb, uint64_t done, uint64_t total, const char *stage)
+void cairn_wk__progress(struct jt *t, const struct job *jb, uint64_t done, uint64_t total, const char *stage)
 {
     struct cairn_msg *m = cairn_msg_new(CAIRN_MSG_JOB_PROGRESS);
     if (!m)
@@ -183,8 +206,7 @@ static void progress(struct jt *t, const struct job *jb, uint64_t done, uint64_t
     cairn_msg_destroy(&m);
 }
 
-/* The managed domain of app (cached for the life of the pool; domains are read-only and shared). */
-static int domain_of(struct cairn_wk_jobs *j, const char *app, const struct cairn_domain **out)
+int cairn_wk__domain_of(struct cairn_wk_jobs *j, const char *app, const struct cairn_domain **out)
 {
     *out = NULL;
     if (!j->env.master)
@@ -213,18 +235,56 @@ static int domain_of(struct cairn_wk_jobs *j, const char *app, const struct cair
     return rc;
 }
 
+int cairn_wk__codec(struct jt *t)
+{
+    return t->codec ? CAIRN_OK : cairn_codec_new(&t->codec, CAIRN_CODEC_DEFAULT_LEVEL);
+}
+
+int cairn_wk__repl(struct jt *t)
+{
+    if (t->repl)
+        return CAIRN_OK;
+    struct cairn_wk_repl_opts o = {.timeout_ms = t->j->env.replication_timeout_ms};
+    return cairn_wk_repl_new(&t->repl, t->j->env.net, t->j->env.keys, &o);
+}
+
+int cairn_wk__fetch(struct jt *t)
+{
+    return t->fetch ? CAIRN_OK : cairn_wk_fetch_new(&t->fetch, t->j->env.net, t->j->env.keys);
+}
+
+int cairn_wk__coord(struct jt *t)
+{
+    if (t->coord)
+        return CAIRN_OK;
+    const struct cairn_wk_jobs_env *e = &t->j->env;
+    if (!e->coordinator || !e->coordinator_key)
+        return cairn_err_set(CAIRN_EUNAVAILABLE, "worker '%s' has no coordinator to talk to", e->worker_id);
+    /* a routing id of its own: the main thread's socket is "<id>"; a restarted worker's sockets differ too */
+    uint8_t rnd[4];
+    char hex[9], rid[CAIRN_WK_ID_MAX + 32];
+    cairn_random_bytes(rnd, sizeof(rnd));
+    cairn_hex_encode(hex, rnd, sizeof(rnd));
+    snprintf(rid, sizeof(rid), "%s/j%u/%s", e->worker_id, t->index, hex);
+    struct cairn_sock_opts so = {.routing_id = rid};
+    int rc = cairn_sock_client(e->net, e->coordinator, e->keys, e->coordinator_key, &so, &t->coord);
+    if (rc != CAIRN_OK)
+        return cairn_err_set(rc, "job thread: connect to the coordinator at %s: %s", e->coordinator, cairn_err_msg());
+    return CAIRN_OK;
+}
+
 /* ---- noop ---- */
 
 static int run_noop(struct jt *t, const struct job *jb, struct cairn_msg *res)
 {
     uint64_t ms = 0;
-    const struct cairn_mval *v = param(jb, "sleep_ms");
+    const struct cairn_mval *v = cairn_wk__param(jb, "sleep_ms");
     if (v && (cairn_mval_u64(v, &ms) != CAIRN_OK || ms > SLEEP_MAX_MS))
         return cairn_err_set(CAIRN_EINVAL, "noop: params.sleep_ms must be a whole number of ms up to %llu",
                              (unsigned long long)SLEEP_MAX_MS);
     uint64_t until = now_ns() + ms * 1000000ull;
     for (;;) {
-        CAIRN_FORWARD_IF_ERROR(job_check(t, jb));
+        CAIRN_FORWARD_IF_ERROR(cairn_wk__job_check(t, jb));
         uint64_t now = now_ns();
         if (now >= until)
             break;
@@ -240,7 +300,7 @@ static int run_noop(struct jt *t, const struct job *jb, struct cairn_msg *res)
 
 static int run_chunk_has(struct jt *t, const struct job *jb, struct cairn_msg *res)
 {
-    const struct cairn_mval *dv = param(jb, "domain"), *iv = param(jb, "ids");
+    const struct cairn_mval *dv = cairn_wk__param(jb, "domain"), *iv = cairn_wk__param(jb, "ids");
     const char *dhex = NULL;
     size_t dlen = 0;
     uint8_t dom[CAIRN_DOMAIN_ID_BYTES];
@@ -300,7 +360,7 @@ static void ingest_replicated(void *arg, const uint8_t *domain_id, const uint8_t
 /* Progress, abandon/deadline, and a peer dying: checked between chunks and while waiting. */
 static int ingest_tick(struct ingest *in, const char *stage)
 {
-    CAIRN_FORWARD_IF_ERROR(job_check(in->t, in->jb));
+    CAIRN_FORWARD_IF_ERROR(cairn_wk__job_check(in->t, in->jb));
     uint64_t now = now_ns();
     if (now - in->last_members >= MEMBERS_CHECK_NS) {
         in->last_members = now;
@@ -311,7 +371,7 @@ static int ingest_tick(struct ingest *in, const char *stage)
     }
     if (now - in->last_progress >= PROGRESS_NS) {
         in->last_progress = now;
-        progress(in->t, in->jb, in->done_bytes, in->total, stage);
+        cairn_wk__progress(in->t, in->jb, in->done_bytes, in->total, stage);
     }
     return CAIRN_OK;
 }
@@ -386,7 +446,7 @@ static int run_ingest(struct jt *t, const struct job *jb, struct cairn_msg *res)
 {
     struct cairn_wk_jobs *j = t->j;
     uint64_t bytes = 0, seed = 0;
-    const struct cairn_mval *bv = param(jb, "bytes"), *sv = param(jb, "seed");
+    const struct cairn_mval *bv = cairn_wk__param(jb, "bytes"), *sv = cairn_wk__param(jb, "seed");
     if (!bv || cairn_mval_u64(bv, &bytes) != CAIRN_OK)
         return cairn_err_set(CAIRN_EINVAL, "ingest: params.bytes must be a whole number of bytes");
     if (bytes > CAIRN_WK_INGEST_MAX)
@@ -394,11 +454,8 @@ static int run_ingest(struct jt *t, const struct job *jb, struct cairn_msg *res)
                              (unsigned long long)bytes, (unsigned long long)CAIRN_WK_INGEST_MAX);
     if (sv && cairn_mval_u64(sv, &seed) != CAIRN_OK)
         return cairn_err_set(CAIRN_EINVAL, "ingest: params.seed must be a whole number");
-    const char *app = NULL; /* the dispatch's "app" field, else the envelope's */
-    if (cairn_msg_get_str(jb->msg, "app", &app, NULL) != CAIRN_OK)
-        app = cairn_msg_app(jb->msg);
-    if (!app || !*app)
-        return cairn_err_set(CAIRN_EINVAL, "ingest: job '%s' names no app", jb->id);
+    const char *app = NULL;
+    CAIRN_FORWARD_IF_ERROR(cairn_wk__job_app(jb, &app));
 
     struct ingest *in = cairn_calloc(1, sizeof(*in));
     uint8_t *buf = cairn_malloc(GEN_BUF + CAIRN_CHUNK_MAX);
@@ -409,7 +466,7 @@ static int run_ingest(struct jt *t, const struct job *jb, struct cairn_msg *res)
     in->jb = jb;
     in->total = bytes;
     in->last_progress = in->last_members = now_ns();
-    rc = domain_of(j, app, &in->d);
+    rc = cairn_wk__domain_of(j, app, &in->d);
     if (rc != CAIRN_OK)
         goto out;
     in->dom = cairn_domain_id(in->d);
@@ -421,13 +478,8 @@ static int run_ingest(struct jt *t, const struct job *jb, struct cairn_msg *res)
                            in->ms ? "the membership" : "no membership received yet:", in->ms ? in->ms->nlive : 0);
         goto out;
     }
-    if (!t->codec && (rc = cairn_codec_new(&t->codec, CAIRN_CODEC_DEFAULT_LEVEL)) != CAIRN_OK)
+    if ((rc = cairn_wk__codec(t)) != CAIRN_OK || (rc = cairn_wk__repl(t)) != CAIRN_OK)
         goto out;
-    if (!t->repl) {
-        struct cairn_wk_repl_opts o = {.timeout_ms = j->env.replication_timeout_ms};
-        if ((rc = cairn_wk_repl_new(&t->repl, j->env.net, j->env.keys, &o)) != CAIRN_OK)
-            goto out;
-    }
     cairn_wk_repl_begin(t->repl, ingest_replicated, in);
     cairn_wk_repl_check_members(t->repl, in->ms); /* nothing pending yet: only drops stale connections */
 
@@ -495,12 +547,22 @@ static void job_free(struct job **jbp)
 
 static int run_kind(struct jt *t, const struct job *jb, struct cairn_msg *res)
 {
-    if (!strcmp(jb->kind, "noop"))
-        return run_noop(t, jb, res);
-    if (!strcmp(jb->kind, "ingest"))
-        return run_ingest(t, jb, res);
-    if (!strcmp(jb->kind, "chunk-has"))
-        return run_chunk_has(t, jb, res);
+    static const struct {
+        const char *kind;
+        int (*fn)(struct jt *, const struct job *, struct cairn_msg *);
+    } kinds[] = {
+        {"noop", run_noop},
+        {"ingest", run_ingest},
+        {"chunk-has", run_chunk_has},
+        {"image-import", cairn_wk__run_image_import},
+        {"sandbox-create", cairn_wk__run_sandbox_create},
+        {"sandbox-exec", cairn_wk__run_sandbox_exec},
+        {"sandbox-terminate", cairn_wk__run_sandbox_terminate},
+        {"snapshot-fs", cairn_wk__run_snapshot_fs},
+    };
+    for (size_t i = 0; i < CAIRN_ARRAY_LEN(kinds); i++)
+        if (!strcmp(jb->kind, kinds[i].kind))
+            return kinds[i].fn(t, jb, res);
     return cairn_err_set(CAIRN_EUNSUPPORTED, "unknown job kind '%.32s'", jb->kind);
 }
 
@@ -542,62 +604,78 @@ static void run_job(struct jt *t, struct job *jb)
 
 static void *job_thread(void *arg)
 {
-    struct jt t = {.j = arg};
+    const struct thr *th = arg;
+    struct jt t = {.j = th->j, .index = th->index};
     struct cairn_wk_jobs *j = t.j;
-    pthread_setname_np(pthread_self(), "cairn-job");
+    unsigned c = th->cls;
+    pthread_setname_np(pthread_self(), c == JOB_CLASS_EXEC ? "cairn-exec" : "cairn-job");
     for (;;) {
         pthread_mutex_lock(&j->mu);
-        while (!j->head && !j->stop)
-            pthread_cond_wait(&j->cv, &j->mu);
+        while (!j->head[c] && !j->stop)
+            pthread_cond_wait(&j->cv[c], &j->mu);
         if (j->stop) {
             pthread_mutex_unlock(&j->mu);
             break;
         }
-        struct job *jb = j->head;
-        j->head = jb->next;
-        if (!j->head)
-            j->tail = NULL;
-        j->queued--;
-        j->running++;
+        struct job *jb = j->head[c];
+        j->head[c] = jb->next;
+        if (!j->head[c])
+            j->tail[c] = NULL;
+        j->queued[c]--;
+        j->running[c]++;
         pthread_mutex_unlock(&j->mu);
 
         run_job(&t, jb);
         job_free(&jb);
 
         pthread_mutex_lock(&j->mu);
-        j->running--;
+        j->running[c]--;
         pthread_mutex_unlock(&j->mu);
     }
     cairn_wk_repl_destroy(&t.repl);
+    cairn_wk_fetch_destroy(&t.fetch);
+    cairn_sock_destroy(&t.coord);
     cairn_sock_destroy(&t.pipe);
     cairn_codec_destroy(&t.codec);
     return NULL;
+}
+
+/* Start thread number `started` of class cls (caller holds mu, or is the only user yet). */
+static int thread_start(struct cairn_wk_jobs *j, unsigned cls, unsigned index)
+{
+    struct thr *th = &j->thr[j->started];
+    *th = (struct thr){.j = j, .cls = cls, .index = index};
+    int e = pthread_create(&j->threads[j->started], NULL, job_thread, th);
+    if (e != 0)
+        return cairn_err_set_errno(CAIRN_EIO, e, "start %s thread %u", cls == JOB_CLASS_EXEC ? "exec" : "job",
+                                   index);
+    j->started++;
+    return CAIRN_OK;
 }
 
 int cairn_wk_jobs_new(struct cairn_wk_jobs **out, const struct cairn_wk_jobs_env *env, unsigned threads,
                       unsigned queue)
 {
     *out = NULL;
+    unsigned n = threads ? threads : 1;
     struct cairn_wk_jobs *j = cairn_calloc(1, sizeof(*j));
-    if (!j || !(j->threads = cairn_calloc(threads ? threads : 1, sizeof(*j->threads)))) {
+    if (!j || !(j->threads = cairn_calloc(n + EXEC_THREADS, sizeof(*j->threads))) ||
+        !(j->thr = cairn_calloc(n + EXEC_THREADS, sizeof(*j->thr)))) {
+        if (j)
+            cairn_free(j->threads);
         cairn_free(j);
         return cairn_err_set(CAIRN_ENOMEM, "out of memory for the job threads");
     }
     j->env = *env;
-    j->nthreads = threads ? threads : 1;
+    j->nthreads = n;
     j->queue_max = queue;
     pthread_mutex_init(&j->mu, NULL);
-    pthread_cond_init(&j->cv, NULL);
+    for (unsigned c = 0; c < JOB_CLASSES; c++)
+        pthread_cond_init(&j->cv[c], NULL);
     pthread_mutex_init(&j->dom_mu, NULL);
     int rc = CAIRN_OK;
-    for (unsigned i = 0; i < j->nthreads; i++) {
-        int e = pthread_create(&j->threads[i], NULL, job_thread, j);
-        if (e != 0) {
-            rc = cairn_err_set_errno(CAIRN_EIO, e, "start job thread %u", i);
-            break;
-        }
-        j->started++;
-    }
+    for (unsigned i = 0; i < n && rc == CAIRN_OK; i++)
+        rc = thread_start(j, JOB_CLASS_GENERAL, i);
     if (rc != CAIRN_OK) {
         cairn_wk_jobs_destroy(&j);
         return rc;
@@ -622,33 +700,47 @@ int cairn_wk_jobs_submit(struct cairn_wk_jobs *j, struct cairn_msg **dispatch)
         jb->deadline_ms = dl;
         jb->deadline_ns = now_ns() + CAIRN_MIN(dl, 365ull * 86400000ull) * 1000000ull;
     }
+    unsigned c = !strcmp(jb->kind, "sandbox-exec") ? JOB_CLASS_EXEC : JOB_CLASS_GENERAL;
+    jb->cls = c;
+    int rc = CAIRN_OK;
     pthread_mutex_lock(&j->mu);
-    bool full = j->queued + j->running >= j->nthreads + j->queue_max;
-    if (!full) {
+    unsigned busy = j->queued[c] + j->running[c];
+    if (j->stop)
+        rc = cairn_err_set(CAIRN_EUNAVAILABLE, "worker '%s' is shutting down", j->env.worker_id);
+    else if (c == JOB_CLASS_GENERAL && busy >= j->nthreads + j->queue_max)
+        rc = cairn_err_set(CAIRN_EBUSY, "worker is busy: %u jobs accepted (%u threads, queue of %u)", busy,
+                           j->nthreads, j->queue_max);
+    else if (c == JOB_CLASS_EXEC && busy >= EXEC_THREADS)
+        rc = cairn_err_set(CAIRN_EBUSY, "worker is busy: %u execs running (at most %u)", busy, EXEC_THREADS);
+    if (rc == CAIRN_OK && c == JOB_CLASS_EXEC && busy >= j->exec_threads) {
+        /* every exec thread has a job: one more */
+        rc = thread_start(j, JOB_CLASS_EXEC, 1000 + j->exec_threads);
+        if (rc == CAIRN_OK)
+            j->exec_threads++;
+    }
+    if (rc == CAIRN_OK) {
         jb->msg = m;
         *dispatch = NULL;
-        if (j->tail)
-            j->tail->next = jb;
+        if (j->tail[c])
+            j->tail[c]->next = jb;
         else
-            j->head = jb;
-        j->tail = jb;
-        j->queued++;
-        pthread_cond_signal(&j->cv);
+            j->head[c] = jb;
+        j->tail[c] = jb;
+        j->queued[c]++;
+        pthread_cond_signal(&j->cv[c]);
     }
-    unsigned busy = j->queued + j->running;
     pthread_mutex_unlock(&j->mu);
-    if (full) {
+    if (rc != CAIRN_OK)
         cairn_free(jb);
-        return cairn_err_set(CAIRN_EBUSY, "worker is busy: %u jobs accepted (%u threads, queue of %u)", busy,
-                             j->nthreads, j->queue_max);
-    }
-    return CAIRN_OK;
+    return rc;
 }
 
 unsigned cairn_wk_jobs_active(struct cairn_wk_jobs *j)
 {
     pthread_mutex_lock(&j->mu);
-    unsigned n = j->queued + j->running;
+    unsigned n = 0;
+    for (unsigned c = 0; c < JOB_CLASSES; c++)
+        n += j->queued[c] + j->running[c];
     pthread_mutex_unlock(&j->mu);
     return n;
 }
@@ -660,14 +752,18 @@ void cairn_wk_jobs_destroy(struct cairn_wk_jobs **jp)
     struct cairn_wk_jobs *j = *jp;
     pthread_mutex_lock(&j->mu);
     j->stop = true;
-    pthread_cond_broadcast(&j->cv);
+    for (unsigned c = 0; c < JOB_CLASSES; c++)
+        pthread_cond_broadcast(&j->cv[c]);
+    unsigned started = j->started;
     pthread_mutex_unlock(&j->mu);
-    for (unsigned i = 0; i < j->started; i++)
+    for (unsigned i = 0; i < started; i++)
         pthread_join(j->threads[i], NULL);
-    while (j->head) {
-        struct job *jb = j->head;
-        j->head = jb->next;
-        job_free(&jb);
+    for (unsigned c = 0; c < JOB_CLASSES; c++) {
+        while (j->head[c]) {
+            struct job *jb = j->head[c];
+            j->head[c] = jb->next;
+            job_free(&jb);
+        }
     }
     for (size_t i = 0; i < j->ndoms; i++) {
         cairn_free(j->doms[i].app);
@@ -675,9 +771,11 @@ void cairn_wk_jobs_destroy(struct cairn_wk_jobs **jp)
     }
     cairn_free(j->doms);
     pthread_mutex_destroy(&j->mu);
-    pthread_cond_destroy(&j->cv);
+    for (unsigned c = 0; c < JOB_CLASSES; c++)
+        pthread_cond_destroy(&j->cv[c]);
     pthread_mutex_destroy(&j->dom_mu);
     cairn_free(j->threads);
+    cairn_free(j->thr);
     cairn_free(j);
     *jp = NULL;
 }

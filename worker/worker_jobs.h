@@ -1,15 +1,19 @@
 /*
- * worker_jobs.h: the job threads of a worker and the job kinds of this issue (docs/internals/cluster.md
- * "Worker"): noop, ingest, chunk-has.
+ * worker_jobs.h: the job threads of a worker and the job kinds (docs/internals/cluster.md "Worker",
+ * docs/internals/sandboxes.md "Jobs"): noop, ingest, chunk-has, image-import, sandbox-create,
+ * sandbox-exec, sandbox-terminate, snapshot-fs.
  *
  * The main thread submits each accepted job.dispatch; a job thread runs it and sends its job.progress
- * and job.result messages to the main thread through the inproc pipe (env.pipe_endpoint), never to the
- * coordinator itself: the main thread owns the coordinator socket. A job abandoned at shutdown
- * (env.abandon set) sends no result; the coordinator fails it when the heartbeats stop.
+ * and job.result messages to the main thread through the inproc pipe (env.pipe_endpoint). The messages a
+ * job exchanges with the coordinator while it runs (upload.read, job.output) go over the job thread's own
+ * DEALER to the coordinator, never over the main thread's socket. A job abandoned at shutdown (env.abandon
+ * set) sends no result; the coordinator fails it when the heartbeats stop.
  */
 #ifndef CAIRN_WORKER_JOBS_H
 #define CAIRN_WORKER_JOBS_H
 
+#include "sandbox.h"
+#include "worker_layers.h"
 #include "worker_members.h"
 #include "worker_peer.h"
 
@@ -32,6 +36,11 @@ struct cairn_wk_jobs_env {
     const char *pipe_endpoint;            /* inproc ROUTER of the main thread */
     uint64_t replication_timeout_ms;
     atomic_int *abandon;                  /* non-zero: running jobs stop at their next check, silently */
+    const char *coordinator;              /* the coordinator's worker endpoint, or NULL (no coordinator) */
+    const char *coordinator_key;          /* its public key (Z85) */
+    struct cairn_runtime *rt;             /* sandboxes (thread-safe); NULL: sandbox jobs fail EUNAVAILABLE */
+    struct cairn_wk_layers *layers;       /* the layer cache (thread-safe) */
+    uint64_t capacity;                    /* at most this many sandboxes */
 };
 
 struct cairn_wk_jobs;
@@ -41,7 +50,8 @@ int cairn_wk_jobs_new(struct cairn_wk_jobs **out, const struct cairn_wk_jobs_env
                       unsigned queue);
 /*
  * Hand a job.dispatch to the pool (takes *dispatch and sets it to NULL on success). CAIRN_EBUSY when
- * every thread is busy and `queue` jobs already wait; the message stays the caller's then.
+ * every thread is busy and `queue` jobs already wait (sandbox-exec: when 64 execs run, each on a thread
+ * of its own); the message stays the caller's then.
  */
 int cairn_wk_jobs_submit(struct cairn_wk_jobs *j, struct cairn_msg **dispatch);
 /* Jobs accepted and not finished (queued + running). */

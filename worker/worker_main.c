@@ -68,7 +68,7 @@ int main(int argc, char **argv)
     }
     cairn_log_set_level(level);
     install_signals();
-    struct cairn_wk_daemon_opts o = {.no_coordinator = flags.no_coordinator, .stop = &stop_flag};
+    struct cairn_wk_daemon_opts o = {.no_coordinator = flags.no_coordinator, .subreaper = true, .stop = &stop_flag};
     rc = cairn_wk_daemon_run(&cfg, &o);
     if (rc != CAIRN_OK)
         fprintf(stderr, "cairn-worker: %s: %s\n", cairn_err_name(rc), cairn_err_msg());

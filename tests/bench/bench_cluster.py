@@ -85,8 +85,12 @@ class Cluster:
         return subprocess.run([LOCAL_CLUSTER, *args, "--dir", self.dir], env=self.env, check=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True).stdout
 
+    def has(self, word):
+        return word in open(LOCAL_CLUSTER).read()
+
     def up(self, workers):
-        out = self.script("up", "--workers", str(workers), "--base-port", str(self.port))
+        extra = ["--no-default-image"] if self.has("--no-default-image") else []
+        out = self.script("up", "--workers", str(workers), "--base-port", str(self.port), *extra)
         for line in out.splitlines():
             m = re.match(r"^export (CAIRN_[A-Z_]+)=(.*)$", line)
             if m:
@@ -109,7 +113,19 @@ class Cluster:
             return int(f.read().strip())
 
     def restart_worker(self, w, extra):
-        """Stop worker w by pid, add `extra` lines to its config, start it the way local-cluster.sh does."""
+        """Add `extra` lines to worker w's config and restart it: `local-cluster.sh restart w` where the
+        script has it, else stop it by pid and start it the way local-cluster.sh does."""
+        if re.search(r"^#.*local-cluster.sh restart", open(LOCAL_CLUSTER).read(), re.M):
+            with open(os.path.join(self.dir, w + ".conf"), "a") as f:
+                f.write("".join(line + "\n" for line in extra))
+            self.script("restart", w)
+            time.sleep(1.0)  # its new registration (the old one may still count as alive)
+            for _ in range(100):
+                s = self.status()
+                if s and any(x["id"] == w and x["alive"] for x in s["workers"]):
+                    return
+                time.sleep(0.2)
+            sys.exit(f"worker {w} not alive after its restart (see {self.dir}/logs/{w}.log)")
         pid = self.pid(w)
         os.kill(pid, 15)
         for _ in range(150):
@@ -260,7 +276,7 @@ def report(a, res, work):
                      "the target. (Each refusal is also logged at info level.)")
     if p["put_mb_s"] < 300 or p["get_mb_s"] < 300:
         missed = " and ".join(k for k, v in (("chunk.put", p["put_mb_s"]), ("chunk.get", p["get_mb_s"])) if v < 300)
-        notes.append(f"- {missed} miss the target on this machine. A `perf record` of the worker during a put "
+        notes.append(f"- {missed} {'misses' if ' and ' not in missed else 'miss'} the target on this machine. A `perf record` of the worker during a put "
                      "run (taken when this benchmark was written) showed about 43 % of its CPU in RocksDB (blob file writes and blob garbage collection "
                      "during compaction, record checksums), 32 % in libsodium (CURVE decryption and the BLAKE2b "
                      "checksum of each chunk) and 22 % in the kernel (copies, ext4); the benchmark tool, the "

@@ -245,7 +245,7 @@ def write_report(a, results, size, tree):
     for name, r in results.items():
         first = med(r["first"], "wall")
         rows.append({
-            "tool": {"cairn": "cairn-store (zstd 3, all cores)", "tar": "tar \\| zstd -1 -T0 (no dedup, no encryption)",
+            "tool": {"cairn": "cairn-store (zstd 1, all cores)", "tar": "tar \\| zstd -1 -T0 (no dedup, no encryption)",
                      "restic": "restic 0.14 (zstd auto)", "borg": "borg 1.2 (lz4, repokey-blake2)"}[name],
             "first_s": first, "first_mbs": mbs(first), "first_cpu": med(r["first"], "cpu"),
             "first_rss": max((x["rss_mib"] for x in r["first"]), default=None),

@@ -67,8 +67,8 @@ import sys
 r = sys.argv[1].split()
 assert len(r) == 6 and all(x.endswith(":succeeded") and not x.startswith(sys.argv[2] + ":") for x in r), r' "$ws" $VICTIM
 
-# started again (local-cluster.sh up starts what is missing), it is alive again and runs jobs
-"$CL_SCRIPT" up --dir "$CL_DIR" >/dev/null 2>"$T/up2.err" || { echo "up again failed:"; cat "$T/up2.err"; }
+# started again, it is alive again and runs jobs
+cluster_restart $VICTIM || echo "# restarting $VICTIM failed"
 check "$VICTIM alive again after a restart" wait_for 30 "$VICTIM alive" worker_alive $VICTIM
 check "a new pid for $VICTIM" test "$(cluster_pid $VICTIM)" != "$VPID"
 cj P job submit noop --worker $VICTIM --wait 10000

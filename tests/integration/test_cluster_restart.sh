@@ -43,12 +43,7 @@ check "its log says nothing went wrong at shutdown" sh -c "! tail -n 20 '$CL_DIR
 expect_rc 14 "no coordinator: ping -> ETIMEDOUT" -- env CAIRN_TIMEOUT_MS=1000 "$CAIRN" ping
 
 # ---- start it again with the same config ----
-if "$CL_SCRIPT" --help 2>&1 | grep -qE '^ *(deploy/)?local-cluster.sh restart'; then
-  "$CL_SCRIPT" restart coordinator --dir "$CL_DIR" >/dev/null 2>"$T/restart.err" || cat "$T/restart.err"
-else
-  echo "# NOTE: local-cluster.sh has no 'restart'; re-running 'up' (which starts what is missing, same config)"
-  "$CL_SCRIPT" up --dir "$CL_DIR" >/dev/null 2>"$T/restart.err" || cat "$T/restart.err"
-fi
+cluster_restart coordinator || echo "# starting the coordinator again failed"
 NEWPID=$(cluster_pid coordinator)
 check "a new coordinator process (pid $NEWPID)" test -n "$NEWPID" -a "$NEWPID" != "$CPID"
 check "it runs with the same config" sh -c "tr '\0' ' ' </proc/$NEWPID/cmdline | grep -qF '$CL_DIR/coordinator.conf'"

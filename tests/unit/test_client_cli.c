@@ -6,7 +6,10 @@
  * - errors: "cairn: NAME: message" on stderr, or with --json (anywhere on the
  *   line) exactly one {"error": {"code", "name", "message"}} line on stdout;
  *   exit status = the cairn error number;
- * - later-issue commands (sandbox, image, snapshot) are EUNSUPPORTED (11);
+ * - later-issue commands (sandbox mount/snapshot/restore..., snapshot *) are
+ *   EUNSUPPORTED (11); image and sandbox commands are in the usage and check
+ *   their arguments before connecting (--gpu, --ttl, --timeout DUR, --env,
+ *   the command after `--`, stdin over 64 KiB);
  * - keygen: key pair file mode 0600, public key alone on stdout, EEXIST
  *   without --force, --public writes a 0644 public key file of the same key;
  * - environment: a missing variable is EINVAL naming it;
@@ -92,7 +95,9 @@ static void test_usage_and_errors(void **state)
     r = run("", "--help");
     assert_int_equal(r.status, 0);
     assert_non_null(strstr(r.out, "usage: cairn"));
-    assert_null(strstr(r.out, "sandbox create")); /* not in the usage until it exists */
+    assert_non_null(strstr(r.out, "sandbox create [--image ID|NAME]"));
+    assert_non_null(strstr(r.out, "image import PATH|TARBALL"));
+    assert_null(strstr(r.out, "sandbox mount")); /* not in the usage until it exists */
     run_free(&r);
 
     r = run("", "frobnicate");
@@ -107,14 +112,22 @@ static void test_usage_and_errors(void **state)
     assert_string_equal(r.err, "");
     run_free(&r);
 
-    r = run("", "sandbox create --json");
+    r = run("", "sandbox mount sb-1 /data --json");
     assert_int_equal(r.status, 11);
     assert_string_equal(r.out, "{\"error\":{\"code\":11,\"name\":\"EUNSUPPORTED\",\"message\":"
-                               "\"'sandbox create' is not implemented yet\"}}\n");
+                               "\"'sandbox mount' is not implemented yet\"}}\n");
     run_free(&r);
-    r = run("", "image import x.tar");
-    assert_int_equal(r.status, 11);
-    assert_string_equal(r.err, "cairn: EUNSUPPORTED: 'image import' is not implemented yet\n");
+    static const char *const later[] = {"sandbox unmount sb-1 /d", "sandbox snapshot-dir sb-1 /d", "sandbox snapshot sb-1",
+                                        "sandbox restore sn-1", "snapshot ls", "snapshot show sn-1", "snapshot rm sn-1"};
+    for (size_t i = 0; i < sizeof(later) / sizeof(later[0]); i++) {
+        r = run("", later[i]);
+        assert_int_equal(r.status, 11);
+        assert_non_null(strstr(r.err, "is not implemented yet"));
+        run_free(&r);
+    }
+    r = run("", "image frobnicate");
+    assert_int_equal(r.status, 1);
+    assert_string_equal(r.err, "cairn: EINVAL: unknown command 'image frobnicate'; see cairn --help\n");
     run_free(&r);
 
     r = run("", "ping --bogus");
@@ -248,10 +261,74 @@ static void test_environment(void **state)
     run_free(&r);
 }
 
+/* Argument checks of the image and sandbox commands: all before any connection (nothing listens on :9). */
+static void test_sandbox_args(void **state)
+{
+    (void)state;
+    struct run r = run("", "keygen --out c2.key");
+    run_free(&r);
+    r = run("", "keygen --out s2.key");
+    run_free(&r);
+    const char *envs = "CAIRN_COORDINATOR=tcp://127.0.0.1:9 CAIRN_COORDINATOR_KEY=s2.key CAIRN_CLIENT_KEY=c2.key "
+                       "CAIRN_APP=default CAIRN_TOKEN=00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff "
+                       "CAIRN_TIMEOUT_MS=300";
+    static const struct {
+        const char *args;
+        int status;
+        const char *needle;
+    } cases[] = {
+        {"sandbox create --gpu 17 </dev/null", 1, "--gpu '17' must be 1..16"},
+        {"sandbox create --gpu x </dev/null", 1, "--gpu 'x'"},
+        {"sandbox create --env NOEQUALS", 1, "--env 'NOEQUALS' is not NAME=value"},
+        {"sandbox create --env =x", 1, "is not NAME=value"},
+        {"sandbox create extra", 1, "unexpected argument 'extra'"},
+        {"sandbox create --ttl 1h", 1, "'sandbox create' takes no --ttl option"},
+        {"sandbox create --", 1, "no command after '--'"},
+        {"sandbox exec sb-1 </dev/null", 1, "no command"},
+        {"sandbox exec sb-1 -- </dev/null", 1, "no command"},
+        {"sandbox exec </dev/null", 1, "needs more arguments"},
+        {"sandbox exec sb-1 --timeout soon -- true </dev/null", 1, "--timeout 'soon' is not a duration"},
+        {"sandbox exec sb-1 --image x -- true </dev/null", 1, "takes no --image option"},
+        {"sandbox exec sb-1 ls -- true </dev/null", 1, "unexpected 'ls' before '--'"},
+        {"sandbox snapshot-fs sb-1 --ttl never", 1, "--ttl 'never' is not a duration"},
+        {"sandbox snapshot-fs sb-1 --ttl 500ms", 1, "at least 1s"},
+        {"sandbox snapshot-fs", 1, "needs more arguments"},
+        {"sandbox ls extra", 1, "unexpected argument"},
+        {"sandbox terminate", 1, "needs more arguments"},
+        {"image import", 1, "needs more arguments"},
+        {"image import a b", 1, "unexpected argument 'b'"},
+        {"image ls --all", 1, "'image ls' takes no --all option"},
+        {"image show", 1, "needs more arguments"},
+        {"image rm a b", 1, "unexpected argument"},
+        /* stdin: more than 64 KiB is refused before connecting */
+        {"sandbox exec sb-1 -- cat < big.bin", 10, "more than 65536 bytes"},
+        /* arguments fine: the call times out (nothing listens) */
+        {"sandbox exec sb-1 --timeout 2s --env A=1 --workdir /tmp -- ls -la --json-not-ours </dev/null", 14,
+         "no answer from the coordinator"},
+        {"sandbox ls --all", 14, "no answer"},
+        {"image import /nonexistent/dir", 5, "/nonexistent/dir"},
+    };
+    tu_sh("head -c 70000 /dev/zero > '%s/big.bin'", dir);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        r = run(envs, cases[i].args);
+        if (r.status != cases[i].status || !strstr(r.err, cases[i].needle))
+            fail_msg("cairn %s: status %d, stderr '%s' (wanted %d and '%s')", cases[i].args, r.status, r.err,
+                     cases[i].status, cases[i].needle);
+        run_free(&r);
+    }
+    /* --json errors of the new commands: one object on stdout */
+    r = run(envs, "--json sandbox create --gpu 99");
+    assert_int_equal(r.status, 1);
+    assert_int_equal(lines(r.out), 1);
+    assert_non_null(strstr(r.out, "{\"error\":{\"code\":1,\"name\":\"EINVAL\""));
+    run_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_usage_and_errors),
+        cmocka_unit_test(test_sandbox_args),
         cmocka_unit_test(test_keygen),
         cmocka_unit_test(test_environment),
     };

@@ -3,7 +3,8 @@
  * against a real cluster (cairn-coordinator + 2 cairn-worker processes on
  * loopback), brought up and torn down by the script itself.
  *
- * - up prints the export lines; the CLI with them: ping, cluster status (both
+ * - up (--no-default-image: images and sandboxes are test_sandbox_cli.sh's) prints
+ *   the export lines; the CLI with them: ping, cluster status (both
  *   workers alive), `job submit noop --wait` prints the result, `job get`;
  * - libcairn: status, submit with wait, the same req_id returns the same job,
  *   pinning to a worker, an unknown worker fails the job with ENOTFOUND,
@@ -69,7 +70,7 @@ static int setup(void **state)
     for (int attempt = 0; attempt < 4; attempt++) {
         base_port = 20000 + (int)((getpid() * 7 + attempt * 131) % 2000) * 16;
         char args[128];
-        snprintf(args, sizeof(args), "up --workers 2 --base-port %d", base_port);
+        snprintf(args, sizeof(args), "up --workers 2 --no-default-image --base-port %d", base_port);
         if (script("local-cluster.sh", dir, args) == 0) {
             tu_sh("cp '%s/last.out' '%s/env.sh'", dir, dir);
             return 0;
@@ -259,7 +260,7 @@ static void test_rerun_and_down(void **state)
         skip();
     char *before = slurp(tu_path("%s/pids/w1.pid", dir));
     char args[128];
-    snprintf(args, sizeof(args), "up --workers 2 --base-port %d", base_port);
+    snprintf(args, sizeof(args), "up --workers 2 --no-default-image --base-port %d", base_port);
     assert_int_equal(script("local-cluster.sh", dir, args), 0);
     char *after = slurp(tu_path("%s/pids/w1.pid", dir));
     assert_string_equal(before, after);
@@ -290,7 +291,7 @@ static void test_netns_cut_heal(void **state)
     char *nd = tu_tempdir("client-netns");
     int subnet = 100 + getpid() % 100;
     char args[128];
-    snprintf(args, sizeof(args), "up --workers 2 --subnet %d", subnet);
+    snprintf(args, sizeof(args), "up --workers 2 --no-default-image --subnet %d", subnet);
     int rc = script("netns-cluster.sh", nd, args);
     if (rc != 0) {
         char *err = slurp(tu_path("%s/last.err", nd));

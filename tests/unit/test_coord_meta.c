@@ -10,8 +10,12 @@
  *   a crash (run under ASan in CI); unknown fields are skipped.
  * - Stored params/results: pack/unpack round trip (nested, floats, nil),
  *   bytes outside the wire model are ECORRUPT.
- * - The hash-map index under churn; the store across close/reopen, and its
- *   layout version.
+ * - Image, sandbox and upload records (issue 4): round trips, copies, every
+ *   truncation and byte flip, and the specific lies (a ready image without a
+ *   layer, manifests not made of 36-byte entries, ids of the wrong kind, a
+ *   running sandbox without a worker, a runtime id that is not hex).
+ * - The hash-map index under churn; the sorted id vector of the paged lists;
+ *   the store across close/reopen, and its layout version.
  */
 #include "testutil.h"
 
@@ -468,6 +472,272 @@ static void test_value_pack_unpack(void **state)
     cairn_msg_destroy(&m);
 }
 
+
+/* ---- image, sandbox, upload records (issue 4) ---------------------------------------------------- */
+
+static void image_sample(struct coord_image_rec *r)
+{
+    memset(r, 0, sizeof(*r));
+    memcpy(r->id, "im-0123456789abcdef", 20);
+    snprintf(r->app, sizeof(r->app), "app1");
+    memcpy(r->kind, "fs", 3);
+    r->name = cairn_strdup("my image");
+    memcpy(r->parent, "im-00000000000000aa", 20);
+    memcpy(r->origin, "im-00000000000000aa", 20);
+    r->depth = 3;
+    r->manifest_len = 9999;
+    r->manifest_size = 72;
+    r->manifest = cairn_malloc(72);
+    memset(r->manifest, 0x5a, 72);
+    memset(r->domain, 0x11, 16);
+    r->state = COORD_IMAGE_READY;
+    r->created_ns = 1700000000000000000ll;
+    r->last_used_ns = 1700000000000000001ll;
+    r->expires_ns = 1700000060000000000ll;
+    snprintf(r->retention, sizeof(r->retention), "ttl:60");
+    r->size = 1;
+    r->files = 2;
+    r->stored = 3;
+    memcpy(r->job, "jb-00000000000000ff", 20);
+}
+
+static void sandbox_sample(struct coord_sandbox_rec *r, bool failed)
+{
+    memset(r, 0, sizeof(*r));
+    memcpy(r->id, "sb-0123456789abcdef", 20);
+    snprintf(r->app, sizeof(r->app), "app1");
+    snprintf(r->worker, sizeof(r->worker), "w1");
+    memcpy(r->image, "im-0123456789abcdef", 20);
+    memset(r->runtime_id, 'a', 32);
+    r->state = failed ? COORD_SBX_FAILED : COORD_SBX_RUNNING;
+    r->created_ns = 5;
+    r->updated_ns = 6;
+    static const uint8_t cmd[] = {0x92, 0xa2, 's', 'h', 0xa0}; /* ["sh", ""] */
+    r->cmd = cairn_memdup(cmd, sizeof(cmd));
+    r->cmd_len = sizeof(cmd);
+    r->enable_snapshot = true;
+    memcpy(r->job, "jb-00000000000000ff", 20);
+    if (failed) {
+        r->err_code = CAIRN_EUNAVAILABLE;
+        r->err_msg = cairn_strdup("worker 'w1' died");
+    }
+    static const uint8_t rep[] = {0x81, 0xa1, 'x', 0x07}; /* {"x": 7} */
+    r->report = cairn_memdup(rep, sizeof(rep));
+    r->report_len = sizeof(rep);
+}
+
+typedef int (*dec_fn)(const uint8_t *, size_t, const char *, void *);
+typedef void (*rel_fn)(void *);
+static int dec_image(const uint8_t *p, size_t n, const char *k, void *r) { return coord_image_decode(p, n, k, r); }
+static int dec_sandbox(const uint8_t *p, size_t n, const char *k, void *r) { return coord_sandbox_decode(p, n, k, r); }
+static int dec_upload(const uint8_t *p, size_t n, const char *k, void *r) { return coord_upload_decode(p, n, k, r); }
+static void rel_image(void *r) { coord_image_rec_release(r); }
+static void rel_sandbox(void *r) { coord_sandbox_rec_release(r); }
+static void rel_upload(void *r) { coord_upload_rec_release(r); }
+
+/* Every truncation refused naming the key; byte flips never crash (ASan) and are refused or valid. */
+static void hostile(const uint8_t *enc, size_t len, dec_fn dec, rel_fn rel, void *scratch)
+{
+    for (size_t n = 0; n < len; n++) {
+        int rc = dec(enc, n, "x/key", scratch);
+        assert_true(rc == CAIRN_ECORRUPT || rc == CAIRN_EVERSION);
+        assert_non_null(strstr(cairn_err_msg(), "'x/key'"));
+    }
+    uint8_t *mut = malloc(len);
+    for (size_t pos = 0; pos < len; pos++)
+        for (int v = 0; v < 256; v += 5) {
+            memcpy(mut, enc, len);
+            mut[pos] = (uint8_t)v;
+            int rc = dec(mut, len, "x/key", scratch);
+            if (rc == CAIRN_OK)
+                rel(scratch);
+            else
+                assert_true(rc == CAIRN_ECORRUPT || rc == CAIRN_EVERSION || rc == CAIRN_ENOMEM);
+        }
+    free(mut);
+}
+
+static void test_object_records(void **state)
+{
+    (void)state;
+    struct cairn_buf b;
+    cairn_buf_init(&b, 1 << 20);
+
+    /* image: round trip, copy, hostile */
+    struct coord_image_rec im, ib, ic;
+    image_sample(&im);
+    assert_int_equal(coord_image_encode(&im, &b), CAIRN_OK);
+    assert_int_equal(coord_image_decode(b.data, b.len, "i/im-0123456789abcdef", &ib), CAIRN_OK);
+    assert_string_equal(ib.id, im.id);
+    assert_string_equal(ib.kind, "fs");
+    assert_string_equal(ib.name, "my image");
+    assert_string_equal(ib.parent, im.parent);
+    assert_string_equal(ib.origin, im.origin);
+    assert_int_equal(ib.depth, 3);
+    assert_int_equal(ib.manifest_len, 9999);
+    assert_int_equal(ib.manifest_size, 72);
+    assert_memory_equal(ib.manifest, im.manifest, 72);
+    assert_memory_equal(ib.domain, im.domain, 16);
+    assert_int_equal(ib.state, COORD_IMAGE_READY);
+    assert_int_equal(ib.expires_ns, im.expires_ns);
+    assert_string_equal(ib.retention, "ttl:60");
+    assert_string_equal(ib.job, im.job);
+    assert_int_equal(coord_image_rec_copy(&ic, &ib), CAIRN_OK);
+    assert_ptr_not_equal(ic.manifest, ib.manifest);
+    assert_memory_equal(ic.manifest, im.manifest, 72);
+    coord_image_rec_release(&ic);
+    coord_image_rec_release(&ib);
+    hostile(b.data, b.len, dec_image, rel_image, &ib);
+    cairn_buf_release(&b);
+    /* a pending base without name or manifest */
+    coord_image_rec_release(&im);
+    memset(&im, 0, sizeof(im));
+    memcpy(im.id, "im-0123456789abcdef", 20);
+    snprintf(im.app, sizeof(im.app), "app1");
+    memcpy(im.kind, "base", 5);
+    im.depth = 1;
+    im.state = COORD_IMAGE_PENDING;
+    assert_int_equal(coord_image_encode(&im, &b), CAIRN_OK);
+    assert_int_equal(coord_image_decode(b.data, b.len, "i/x", &ib), CAIRN_OK);
+    assert_null(ib.name);
+    assert_string_equal(ib.parent, "");
+    assert_string_equal(ib.retention, "never");
+    coord_image_rec_release(&ib);
+    cairn_buf_release(&b);
+    /* lies: a ready image without a layer, a manifest that is not 36-byte entries, a bad id */
+    im.state = COORD_IMAGE_READY;
+    assert_int_equal(coord_image_encode(&im, &b), CAIRN_OK);
+    assert_int_equal(coord_image_decode(b.data, b.len, "i/x", &ib), CAIRN_ECORRUPT);
+    assert_non_null(strstr(cairn_err_msg(), "manifest"));
+    cairn_buf_release(&b);
+    im.manifest = cairn_malloc(35);
+    memset(im.manifest, 0, 35);
+    im.manifest_size = 35;
+    assert_int_equal(coord_image_encode(&im, &b), CAIRN_OK);
+    assert_int_equal(coord_image_decode(b.data, b.len, "i/x", &ib), CAIRN_ECORRUPT);
+    cairn_buf_release(&b);
+    coord_image_rec_release(&im);
+    memcpy(im.id, "sb-0123456789abcdef", 20);
+    assert_int_equal(coord_image_encode(&im, &b), CAIRN_OK);
+    assert_int_equal(coord_image_decode(b.data, b.len, "i/x", &ib), CAIRN_ECORRUPT);
+    assert_non_null(strstr(cairn_err_msg(), "'id'"));
+    cairn_buf_release(&b);
+
+    /* sandbox */
+    struct coord_sandbox_rec sb, sbb, sbc;
+    for (int failed = 0; failed < 2; failed++) {
+        sandbox_sample(&sb, failed);
+        assert_int_equal(coord_sandbox_encode(&sb, &b), CAIRN_OK);
+        assert_int_equal(coord_sandbox_decode(b.data, b.len, "s/sb-0123456789abcdef", &sbb), CAIRN_OK);
+        assert_string_equal(sbb.id, sb.id);
+        assert_string_equal(sbb.worker, "w1");
+        assert_string_equal(sbb.runtime_id, sb.runtime_id);
+        assert_int_equal(sbb.state, sb.state);
+        assert_int_equal(sbb.cmd_len, sb.cmd_len);
+        assert_memory_equal(sbb.cmd, sb.cmd, sb.cmd_len);
+        assert_true(sbb.enable_snapshot);
+        assert_int_equal(sbb.report_len, sb.report_len);
+        if (failed) {
+            assert_int_equal(sbb.err_code, CAIRN_EUNAVAILABLE);
+            assert_string_equal(sbb.err_msg, "worker 'w1' died");
+        } else {
+            assert_null(sbb.err_msg);
+        }
+        assert_int_equal(coord_sandbox_rec_copy(&sbc, &sbb), CAIRN_OK);
+        assert_memory_equal(sbc.report, sb.report, sb.report_len);
+        coord_sandbox_rec_release(&sbc);
+        coord_sandbox_rec_release(&sbb);
+        hostile(b.data, b.len, dec_sandbox, rel_sandbox, &sbb);
+        cairn_buf_release(&b);
+        coord_sandbox_rec_release(&sb);
+    }
+    /* lies: running without a worker, a runtime id that is not hex */
+    sandbox_sample(&sb, false);
+    sb.worker[0] = '\0';
+    assert_int_equal(coord_sandbox_encode(&sb, &b), CAIRN_OK);
+    assert_int_equal(coord_sandbox_decode(b.data, b.len, "s/x", &sbb), CAIRN_ECORRUPT);
+    cairn_buf_release(&b);
+    snprintf(sb.worker, sizeof(sb.worker), "w1");
+    sb.runtime_id[5] = 'Z';
+    assert_int_equal(coord_sandbox_encode(&sb, &b), CAIRN_OK);
+    assert_int_equal(coord_sandbox_decode(b.data, b.len, "s/x", &sbb), CAIRN_ECORRUPT);
+    assert_non_null(strstr(cairn_err_msg(), "runtime_id"));
+    cairn_buf_release(&b);
+    coord_sandbox_rec_release(&sb);
+
+    /* upload */
+    struct coord_upload_rec up = {0}, ub;
+    snprintf(up.app, sizeof(up.app), "app1");
+    snprintf(up.upload, sizeof(up.upload), "client/upload 1");
+    memcpy(up.job, "jb-00000000000000ff", 20);
+    memcpy(up.image, "im-0123456789abcdef", 20);
+    up.name = cairn_strdup("default");
+    snprintf(up.format, sizeof(up.format), "tar");
+    up.has_size = true;
+    up.size = 1ull << 40;
+    up.created_ns = up.updated_ns = 9;
+    assert_int_equal(coord_upload_encode(&up, &b), CAIRN_OK);
+    assert_int_equal(coord_upload_decode(b.data, b.len, "u/app1/client/upload 1", &ub), CAIRN_OK);
+    assert_string_equal(ub.upload, up.upload);
+    assert_string_equal(ub.name, "default");
+    assert_string_equal(ub.format, "tar");
+    assert_true(ub.has_size);
+    assert_int_equal(ub.size, 1ull << 40);
+    coord_upload_rec_release(&ub);
+    hostile(b.data, b.len, dec_upload, rel_upload, &ub);
+    cairn_buf_release(&b);
+    coord_upload_rec_release(&up);
+
+    /* keys */
+    char key[COORD_KEY_MAX];
+    assert_int_equal(coord_key_image(key, "im-0123456789abcdef"), 21);
+    assert_string_equal(key, "i/im-0123456789abcdef");
+    char name[129];
+    memset(name, 'n', 128);
+    name[128] = '\0';
+    char app[65];
+    memset(app, 'a', 64);
+    app[64] = '\0';
+    assert_int_equal(coord_key_name(key, app, name), 2 + 64 + 1 + 128);
+    assert_true(coord_obj_id_valid("sb-0123456789abcdef", 19, "sb-"));
+    assert_false(coord_obj_id_valid("sb-0123456789abcdeF", 19, "sb-"));
+    assert_false(coord_obj_id_valid("im-0123456789abcdef", 19, "sb-"));
+}
+
+static void test_vec(void **state)
+{
+    (void)state;
+    struct coord_vec v = {0};
+    enum { N = 3000 };
+    char (*ids)[20] = calloc(N, sizeof(*ids));
+    uint64_t seed = 3;
+    for (int i = 0; i < N; i++) {
+        snprintf(ids[i], sizeof(ids[i]), "sb-%016llx", (unsigned long long)tu_rand(&seed));
+        assert_int_equal(coord_vec_insert(&v, ids[i], ids[i]), CAIRN_OK);
+    }
+    assert_int_equal(v.n, N);
+    for (size_t i = 1; i < v.n; i++)
+        assert_true(strcmp(v.v[i - 1].id, v.v[i].id) < 0);
+    /* replace keeps one entry */
+    assert_int_equal(coord_vec_insert(&v, ids[7], ids[7]), CAIRN_OK);
+    assert_int_equal(v.n, N);
+    /* after: strictly greater, also for ids not in the vector */
+    size_t i = coord_vec_after(&v, v.v[10].id);
+    assert_int_equal(i, 11);
+    assert_int_equal(coord_vec_after(&v, NULL), 0);
+    assert_int_equal(coord_vec_after(&v, "sb-"), 0);
+    assert_int_equal(coord_vec_after(&v, "sb-g"), N);
+    for (int k = 0; k < N; k += 2)
+        coord_vec_remove(&v, ids[k]);
+    coord_vec_remove(&v, "sb-nothere");
+    assert_int_equal(v.n, N / 2);
+    for (size_t k = 1; k < v.n; k++)
+        assert_true(strcmp(v.v[k - 1].id, v.v[k].id) < 0);
+    coord_vec_release(&v);
+    coord_vec_release(&v);
+    free(ids);
+}
+
 static void test_map(void **state)
 {
     (void)state;
@@ -596,6 +866,8 @@ int main(void)
         cmocka_unit_test(test_hostile_fields),
         cmocka_unit_test(test_value_pack_unpack),
         cmocka_unit_test(test_map),
+        cmocka_unit_test(test_object_records),
+        cmocka_unit_test(test_vec),
         cmocka_unit_test(test_store_reopen),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

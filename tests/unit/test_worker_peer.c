@@ -21,7 +21,6 @@
 #include "worker_jobs.h"
 #include "worker_members.h"
 #include "worker_repl.h"
-#include "worker_runtime.h"
 
 #include "cairn/alloc.h"
 #include "cairn/bytes.h"
@@ -495,7 +494,7 @@ static void test_repl_client(void **state)
     chunks_free(&c);
 }
 
-/* ---- placement, fingerprint, generator, config: no daemon needed ---- */
+/* ---- placement, generator, config: no daemon needed ---- */
 
 static void test_placement_matches(void **state)
 {
@@ -535,27 +534,9 @@ static void test_placement_matches(void **state)
     assert_null(ms);
 }
 
-static void test_fingerprint_and_generator(void **state)
+static void test_generator(void **state)
 {
     (void)state;
-    char fp[CAIRN_WK_FINGERPRINT_MAX + 1];
-    cairn_wk_fingerprint(fp, "0.0~20221219.0", "flags\t\t: fpu vme de");
-    assert_int_equal(strncmp(fp, "runsc-0.0~20221219.0/cpu-", 25), 0);
-    assert_int_equal(strlen(fp), 25 + 16);
-    char fp2[CAIRN_WK_FINGERPRINT_MAX + 1];
-    cairn_wk_fingerprint(fp2, "0.0~20221219.0", "flags\t\t: fpu vme de sse");
-    assert_string_not_equal(fp, fp2);
-    cairn_wk_fingerprint(fp, NULL, "flags : x");
-    assert_int_equal(strncmp(fp, "runsc-none/cpu-", 15), 0);
-    struct cairn_wk_runtime *rt = NULL;
-    assert_int_equal(cairn_wk_runtime_new(&rt, 8), CAIRN_OK);
-    assert_int_equal(strncmp(cairn_wk_runtime_fingerprint(rt), "runsc-", 6), 0);
-    assert_non_null(strstr(cairn_wk_runtime_fingerprint(rt), "/cpu-"));
-    assert_int_equal(cairn_wk_runtime_sandboxes(rt), 0);
-    assert_int_equal(cairn_wk_runtime_capacity(rt), 8);
-    cairn_wk_runtime_destroy(&rt);
-    assert_null(rt);
-
     /* the generator is one byte stream however it is read */
     uint8_t a[1000], b[1000];
     struct cairn_wk_gen g;
@@ -758,7 +739,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unsupported_and_unknown_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repl_client, setup, teardown),
         cmocka_unit_test(test_placement_matches),
-        cmocka_unit_test(test_fingerprint_and_generator),
+        cmocka_unit_test(test_generator),
         cmocka_unit_test(test_config),
         cmocka_unit_test(test_example_config_matches),
         cmocka_unit_test(test_binary_sigterm_and_restart),

@@ -12,8 +12,10 @@
  * Conventions
  *   - Objects are opaque handles (struct cairn_client, struct cairn_params),
  *     made by _new and freed by _destroy (NULL-safe, nulls the caller's pointer).
- *     Result structs (struct cairn_cluster_status, struct cairn_job) are plain,
- *     owned by the caller, and freed by their _free function (same rules).
+ *     Result structs (struct cairn_cluster_status, struct cairn_job, the image
+ *     and sandbox lists, struct cairn_exec_result) are plain, owned by the
+ *     caller, and freed by their _free function (same rules). Small results
+ *     (ids, one image) are written into a caller's struct instead: nothing to free.
  *   - Every fallible function returns CAIRN_OK or a code of cairn/err.h; the
  *     detail is in cairn_err_msg() (this thread) and, for calls on a client, also
  *     in cairn_client_err_msg(client) until that client's next failing call.
@@ -249,5 +251,196 @@ struct cairn_submit_stats {
  */
 int cairn_job_submit_many(struct cairn_client *c, const char *kind, const struct cairn_params *params, size_t n,
                           size_t window, struct cairn_submit_stats *stats);
+
+/* ---- progress ------------------------------------------------------------------------------- */
+
+/*
+ * Progress of a long call (image import): stage is "upload" (done/total are
+ * bytes sent / bytes to send, total 0 when unknown: a directory streamed as a
+ * tar) or "import" (the job's own progress as the worker reports it; total 0
+ * when not known yet). Called on the calling thread; stage is static.
+ */
+typedef void (*cairn_progress_fn)(void *arg, const char *stage, uint64_t done, uint64_t total);
+
+/* ---- images (issue 4; docs/internals/sandboxes.md) ------------------------------------------ */
+
+#define CAIRN_IMPORT_PIECE (8u << 20) /* bytes per image.import piece */
+
+struct cairn_image_import_opts {
+    const char *name;         /* image name in the app (<= 128 bytes); NULL: unnamed */
+    const char *upload_id;    /* idempotency id of the upload (<= 64 bytes); NULL: a fresh "up-" + 16 hex */
+    size_t piece_size;        /* 0: CAIRN_IMPORT_PIECE; at most 16 MiB */
+    cairn_progress_fn progress; /* may be NULL */
+    void *progress_arg;
+};
+
+struct cairn_image_import_result {
+    char id[CAIRN_ID_MAX + 1];  /* im-... */
+    char job[CAIRN_ID_MAX + 1]; /* the image-import job, jb-... */
+    uint64_t bytes;             /* bytes uploaded (the tar stream or the file) */
+};
+
+/*
+ * Import a base image from `path`, into the client's app:
+ *   - a directory is streamed as a tar made on the fly (libarchive: pax format,
+ *     numeric owners only, xattrs, sparse files as holes, hard links as links,
+ *     no ACLs or file flags; symlinks are not followed; sockets are skipped);
+ *   - a regular file is sent as it is (a tar, plain or compressed: the worker
+ *     detects gzip, zstd, xz, ...).
+ * The bytes go as image.import pieces of opts->piece_size, each at the offset
+ * the coordinator has received so far; a piece whose reply does not come in
+ * time is sent again (the coordinator acknowledges a repeated piece). Then the
+ * call waits for the import job. out (required) gets the image id once the job
+ * succeeded. Errors: CAIRN_ENOTFOUND / CAIRN_EPERM / CAIRN_EINVAL for the path,
+ * CAIRN_EIO reading it, the job's own code when the import failed (e.g.
+ * CAIRN_ECORRUPT for a bad tarball), or the coordinator's. opts may be NULL.
+ */
+int cairn_image_import(struct cairn_client *c, const char *path, const struct cairn_image_import_opts *opts,
+                       struct cairn_image_import_result *out);
+
+struct cairn_image_info {
+    char id[CAIRN_ID_MAX + 1];     /* im-... */
+    char kind[17];                 /* base | fs | dir */
+    char parent[CAIRN_ID_MAX + 1]; /* image this one is layered on; "" for a base or flattened image */
+    char name[129];                /* "" when unnamed */
+    char encryption[17];           /* managed | csek */
+    char retention[65];            /* never | ttl:<s> | sliding:<s>; "" when not sent */
+    int64_t created_at_ns;
+    int64_t last_used_at_ns;       /* 0 when not sent */
+    int64_t expires_at_ns;         /* 0: never expires */
+    uint64_t size, files, stored;  /* 0 when not sent */
+};
+struct cairn_image_list {
+    size_t n;
+    struct cairn_image_info *images; /* n entries, by id */
+};
+/*
+ * Every image of the app (ready ones: pending imports are not listed), all
+ * pages. kind: NULL for all, or "base" | "fs" | "dir". Caller frees *out with
+ * cairn_image_list_free.
+ */
+int cairn_image_ls(struct cairn_client *c, const char *kind, struct cairn_image_list **out);
+void cairn_image_list_free(struct cairn_image_list **l);
+/* One image into *out (caller's struct). CAIRN_ENOTFOUND for an unknown id or one of another app. */
+int cairn_image_show(struct cairn_client *c, const char *id, struct cairn_image_info *out);
+/* Delete an image (its chunks are collected later). CAIRN_ENOTFOUND as for show. */
+int cairn_image_rm(struct cairn_client *c, const char *id);
+/*
+ * An image id ("im-" + 16 hex, returned as it is) or the name of an image of
+ * the app (the newest ready image with that name) into id_out.
+ * CAIRN_ENOTFOUND "no image named 'x' in app 'y'".
+ */
+int cairn_image_resolve(struct cairn_client *c, const char *id_or_name, char id_out[CAIRN_ID_MAX + 1]);
+
+/* ---- sandboxes ------------------------------------------------------------------------------ */
+
+struct cairn_sandbox_opts {
+    const char *image;           /* image id or name; NULL: the app's image named "default" */
+    const char *const *cmd;      /* main process and arguments (<= 256); ncmd 0: sleep forever */
+    size_t ncmd;
+    const char *const *env;      /* NAME=value (<= 256) */
+    size_t nenv;
+    const char *workdir;         /* NULL: the image's default (/) */
+    bool enable_snapshot;        /* allow memory snapshots (not with gpu) */
+    unsigned gpu;                /* GPUs (0..16) */
+    const char *worker;          /* pin to this worker; NULL: the scheduler chooses */
+    const char *req_id;          /* idempotency id; NULL: fresh */
+};
+struct cairn_sandbox_ref {
+    char id[CAIRN_ID_MAX + 1];     /* sb-... */
+    char worker[CAIRN_ID_MAX + 1]; /* where it runs */
+    char job[CAIRN_ID_MAX + 1];    /* the create job */
+};
+/*
+ * Create a sandbox and wait until it runs (however long the create job waits
+ * in the queue for a worker with free capacity). opts may be NULL (all
+ * defaults). Errors: the coordinator's or the job's code, e.g. CAIRN_ENOTFOUND
+ * for an unknown image (or no image named "default"), an image of another app
+ * or an unknown worker, CAIRN_EUNAVAILABLE for a dead worker, CAIRN_EBUSY for a
+ * full one, CAIRN_EUNSUPPORTED for gpu > 0 on a cluster without GPUs.
+ */
+int cairn_sandbox_create(struct cairn_client *c, const struct cairn_sandbox_opts *opts, struct cairn_sandbox_ref *out);
+
+#define CAIRN_EXEC_STDIN_MAX 65536u /* bytes of stdin an exec may carry */
+
+struct cairn_exec_opts {
+    const char *const *env;      /* extra NAME=value (<= 256) */
+    size_t nenv;
+    const char *workdir;         /* absolute; NULL: / */
+    const uint8_t *stdin_data;   /* written to the command's stdin, then closed (<= CAIRN_EXEC_STDIN_MAX) */
+    size_t stdin_len;
+    uint64_t timeout_ms;         /* kill the command after this long (exit code 137); 0: no limit */
+};
+struct cairn_exec_result {
+    int exit_code;    /* 128+N when killed by signal N */
+    uint8_t *out;     /* stdout (NUL-terminated for convenience, may contain NULs); owned */
+    size_t out_len;
+    uint8_t *err;     /* stderr, same */
+    size_t err_len;
+    bool truncated;   /* a stream was cut at 4 MiB */
+};
+/*
+ * Run argv (argc >= 1, argv[0] looked up in PATH) in sandbox sb and return its
+ * exit code and output (each stream cut at 4 MiB by the coordinator). The
+ * call waits as long as the command runs (timeout_ms + the client's timeout,
+ * or without limit when timeout_ms is 0). opts may be NULL. A non-zero exit
+ * code is not an error. Caller frees *out with cairn_exec_result_free.
+ * Errors: CAIRN_ENOTFOUND (unknown sandbox, of another app, or terminated),
+ * CAIRN_EUNAVAILABLE (its worker is dead), CAIRN_ETOOBIG (stdin too long).
+ */
+int cairn_sandbox_exec(struct cairn_client *c, const char *sb, const char *const *argv, size_t argc,
+                       const struct cairn_exec_opts *opts, struct cairn_exec_result **out);
+void cairn_exec_result_free(struct cairn_exec_result **r);
+
+/*
+ * Output callback of a streamed exec: stream 1 = stdout, 2 = stderr; data is
+ * borrowed for the call. Return CAIRN_OK to go on; any other code stops the
+ * call, which returns that code (the coordinator kills the command when it can
+ * no longer deliver its output).
+ */
+typedef int (*cairn_output_fn)(void *arg, int stream, const uint8_t *data, size_t len);
+/*
+ * Run argv in sandbox sb, streaming its output while it is produced: fn is
+ * called once per output piece, in order (replies are put back in sequence
+ * order if they arrive out of it), with nothing lost or cut. On CAIRN_OK
+ * *exit_code is the command's exit code. Without timeout_ms the call waits as
+ * long as the command runs, checking every 30 s of silence that the
+ * coordinator still answers (ETIMEDOUT when it does not).
+ */
+int cairn_sandbox_exec_stream(struct cairn_client *c, const char *sb, const char *const *argv, size_t argc,
+                              const struct cairn_exec_opts *opts, cairn_output_fn fn, void *arg, int *exit_code);
+
+struct cairn_snapshot_fs_result {
+    char image[CAIRN_ID_MAX + 1]; /* im-...: the new image (its parent is the sandbox's image) */
+    char job[CAIRN_ID_MAX + 1];
+    uint64_t pause_ms;            /* how long the sandbox was paused (0 when not reported) */
+};
+/*
+ * Filesystem snapshot of a running sandbox (it keeps running). ttl_s: hard TTL
+ * in seconds (0: never expires). req_id: idempotency id (NULL: fresh). Waits
+ * for the job.
+ */
+int cairn_sandbox_snapshot_fs(struct cairn_client *c, const char *sb, uint64_t ttl_s, const char *req_id,
+                              struct cairn_snapshot_fs_result *out);
+
+struct cairn_sandbox_info {
+    char id[CAIRN_ID_MAX + 1];     /* sb-... */
+    char state[17];                /* creating | running | terminated | failed */
+    char worker[CAIRN_ID_MAX + 1]; /* "" when not placed */
+    char image[CAIRN_ID_MAX + 1];  /* root image */
+    int64_t created_at_ns;
+    bool enable_snapshot;
+    unsigned gpu;
+    char restored_from[CAIRN_ID_MAX + 1]; /* sn-... or "" */
+};
+struct cairn_sandbox_list {
+    size_t n;
+    struct cairn_sandbox_info *sandboxes; /* n entries, by id */
+};
+/* Sandboxes of the app, all pages; `all` includes terminated ones. Caller frees *out. */
+int cairn_sandbox_ls(struct cairn_client *c, bool all, struct cairn_sandbox_list **out);
+void cairn_sandbox_list_free(struct cairn_sandbox_list **l);
+/* Stop a sandbox and discard its writable state; waits for the job. req_id as above. */
+int cairn_sandbox_terminate(struct cairn_client *c, const char *sb, const char *req_id);
 
 #endif

@@ -31,7 +31,7 @@
 #define CAIRN_CODEC_FLAG_ZSTD 0x01
 /* Largest plaintext a chunk may carry: 4x the chunker maximum, room for other producers (raw frames). */
 #define CAIRN_CODEC_MAX_PLAIN (1u << 20)
-#define CAIRN_CODEC_DEFAULT_LEVEL 3
+#define CAIRN_CODEC_DEFAULT_LEVEL 1 /* level 3 stores ~2 % less for ~30 % more capture CPU (docs/BENCHMARKS.md) */
 
 struct cairn_chunk_header {
     uint8_t version;

@@ -1,0 +1,117 @@
+/*
+ * worker_jobs_int.h: what the job files share (not for the rest of worker/: use worker_jobs.h).
+ *
+ *   worker_jobs.c        the job threads, shared helpers, noop / ingest / chunk-has
+ *   worker_image.c       image-import, tree replication, layers for sandbox-create (the layer cache's builds)
+ *   worker_sbjobs.c      sandbox-create, sandbox-terminate, snapshot-fs
+ *   worker_exec.c        sandbox-exec with job.output streaming
+ *
+ * A struct jt is one job thread's own state: everything in it is used by that thread only (ZeroMQ sockets
+ * are single-thread), created lazily and kept across jobs so connections stay up.
+ */
+#ifndef CAIRN_WORKER_JOBS_INT_H
+#define CAIRN_WORKER_JOBS_INT_H
+
+#include "worker_fetch.h"
+#include "worker_jobs.h"
+#include "worker_repl.h"
+
+#include "cairn/tree.h"
+
+struct job {
+    struct job *next;
+    struct cairn_msg *msg; /* the job.dispatch, owned */
+    const char *id;
+    const char *kind;
+    unsigned cls;          /* JOB_CLASS_* */
+    uint64_t deadline_ns;  /* 0: none */
+    uint64_t deadline_ms;
+};
+
+/* General jobs share job_threads threads; execs (long, mostly waiting) get threads of their own. */
+enum { JOB_CLASS_GENERAL = 0, JOB_CLASS_EXEC = 1, JOB_CLASSES = 2 };
+
+struct jt {
+    struct cairn_wk_jobs *j;
+    unsigned index;               /* thread number, for the routing id of `coord` */
+    struct cairn_codec *codec;
+    struct cairn_sock *pipe;      /* DEALER to the main thread (job.progress, job.result) */
+    struct cairn_sock *coord;     /* DEALER to the coordinator (upload.read, job.output) */
+    uint64_t coord_rid;           /* request ids on coord */
+    struct cairn_wk_repl *repl;   /* chunk.put to peers */
+    struct cairn_wk_fetch *fetch; /* chunk.get from peers */
+};
+
+/* ---- helpers (worker_jobs.c) ---- */
+
+const struct cairn_wk_jobs_env *cairn_wk__env(const struct jt *t);
+/* params[key] of the job, or NULL. */
+const struct cairn_mval *cairn_wk__param(const struct job *jb, const char *key);
+/* A string param: *out NULL when absent; CAIRN_EINVAL (naming it) when present but not a string. */
+int cairn_wk__param_str(const struct job *jb, const char *key, bool required, const char **out);
+/* The job's app (dispatch field, else envelope); CAIRN_EINVAL when none. */
+int cairn_wk__job_app(const struct job *jb, const char **app);
+/* Abandoned (shutdown) or past its deadline: the code to stop with (message set), else CAIRN_OK. */
+int cairn_wk__job_check(struct jt *t, const struct job *jb);
+void cairn_wk__progress(struct jt *t, const struct job *jb, uint64_t done, uint64_t total, const char *stage);
+/* The managed domain of app (cached, shared, read-only). */
+int cairn_wk__domain_of(struct cairn_wk_jobs *j, const char *app, const struct cairn_domain **out);
+/* The thread's lazily made objects. */
+int cairn_wk__codec(struct jt *t);
+int cairn_wk__repl(struct jt *t);
+int cairn_wk__fetch(struct jt *t);
+/* The thread's DEALER to the coordinator: same key pair as the main thread's, a routing id of its own. */
+int cairn_wk__coord(struct jt *t);
+
+/* Strings from params: v is NULL-terminated (NULL when the param is absent); entries point into the job's
+   message or into own[]. Release with cairn_wk__strv_release. */
+struct wk_strv {
+    const char **v;
+    char **own;
+    size_t n, nown;
+};
+/* An array of strings (at most 256). */
+int cairn_wk__strv_array(const struct job *jb, const char *key, struct wk_strv *s);
+/* params.env: an array of "K=V" strings, or a map of K -> V. */
+int cairn_wk__strv_env(const struct job *jb, struct wk_strv *s);
+void cairn_wk__strv_release(struct wk_strv *s);
+
+/* params.runtime_id and its sandbox (a new reference): ENOTFOUND naming it when it does not run here. */
+int cairn_wk__sandbox_of(struct jt *t, const struct job *jb, struct cairn_sandbox **sb, const char **rid);
+
+/* ---- kinds ---- */
+
+int cairn_wk__run_image_import(struct jt *t, const struct job *jb, struct cairn_msg *res);
+int cairn_wk__run_sandbox_create(struct jt *t, const struct job *jb, struct cairn_msg *res);
+int cairn_wk__run_sandbox_terminate(struct jt *t, const struct job *jb, struct cairn_msg *res);
+int cairn_wk__run_snapshot_fs(struct jt *t, const struct job *jb, struct cairn_msg *res);
+int cairn_wk__run_sandbox_exec(struct jt *t, const struct job *jb, struct cairn_msg *res);
+
+/* ---- shared by the image kinds (worker_image.c) ---- */
+
+/* A layer reference {"image", "manifest_len", "manifest"} decoded (ref owns its chunks). */
+struct wk_layer_ref {
+    char image[65];
+    struct cairn_tree_ref ref;
+};
+/* Decode a layer reference map; what names it in messages (e.g. "params.layers[1]"). */
+int cairn_wk__layer_ref_parse(const struct cairn_mval *v, const char *what, struct wk_layer_ref *out);
+/* Put a tree's manifest into result map r as "manifest_len" + "manifest" (36 bytes per chunk). */
+int cairn_wk__layer_ref_put(struct cairn_msg *res, struct cairn_mval *r, const struct cairn_tree_ref *ref);
+/*
+ * Replicate every chunk of a stored tree to its placement set (R from the view), as ingest does: the
+ * local copy of a chunk whose set does not include this worker is deleted once every peer acknowledged.
+ * Returns once all are acknowledged and the local store synced.
+ */
+int cairn_wk__replicate_tree(struct jt *t, const struct job *jb, const struct cairn_domain *d,
+                             const struct cairn_tree_ref *ref, const char *stage);
+/*
+ * The layer dir of one layer of the app's domain d, from the cache or built now: missing chunks fetched
+ * (manifest chunks first, then data chunks), then materialised in overlay mode. *path: caller frees.
+ * fetched_chunks / fetched_bytes are added to.
+ */
+int cairn_wk__layer_get(struct jt *t, const struct job *jb, const struct cairn_domain *d,
+                        const struct wk_layer_ref *lr, char **path, uint64_t *fetched_chunks,
+                        uint64_t *fetched_bytes);
+
+#endif
