@@ -27,7 +27,9 @@
 #         config; waits until the coordinator answers, or until the worker is alive again.
 # status  the processes and `cairn cluster status`; exit 0 when every process runs.
 # env     the export lines again.
-# down    stops exactly the pids in DIR/pids (SIGTERM, SIGKILL after 10 s); data stays in DIR.
+# down    stops exactly the pids in DIR/pids (SIGTERM, SIGKILL after 10 s), then what sandboxes
+#         left running (runsc containers of the workers' runsc roots, their processes by pid,
+#         mounts below DIR, their cgroups); data stays in DIR.
 #
 # Ports (loopback): client endpoint P, worker endpoint P+1, worker wI's peer endpoint P+10+I.
 # Default P = 17300 (the coordinator's built-in defaults, 7300/7301, stay free for an installed
@@ -504,6 +506,59 @@ cmd_status() {
   return $ok
 }
 
+# Sandboxes outlive the worker process that started them: runsc daemons, the overlay `merged`
+# mount (which makes rm -rf of DIR fail with EBUSY) and cgroups stay when a worker stops with
+# sandboxes running. After the daemons stopped, remove what is left, each thing by its runsc id,
+# its pid or its path, never by a process name: runsc delete -force of every container in each
+# worker's runsc root, SIGKILL to leftover processes whose command line names that root, umount -l
+# of every mount below DIR (deepest first), rmdir of the cgroups named in the bundles' config.json
+# (and of their parent when it is left empty).
+down_sandboxes() {
+  local data root id p m f cg r i left
+  local roots=()
+  for data in "$DIR"/data/w*; do
+    [ -d "$data/runtime/runsc" ] || continue
+    root=$data/runtime/runsc
+    roots+=("$root")
+    if command -v runsc >/dev/null 2>&1; then
+      for id in $(runsc --root "$root" list -quiet 2>/dev/null || true); do
+        timeout 20 runsc --root "$root" delete -force "$id" >/dev/null 2>&1 ||
+          say "runsc --root $root delete -force $id failed"
+      done
+    fi
+  done
+  [ ${#roots[@]} -gt 0 ] || return 0
+  for i in $(seq 1 50); do # SIGKILL what still names a root; wait (5 s at most) until it is gone
+    left=0
+    for p in /proc/[0-9]*; do
+      for root in "${roots[@]}"; do
+        if tr '\0' '\n' <"$p/cmdline" 2>/dev/null | grep -qxF -e "--root=$root" -e "$root"; then
+          left=1; kill -KILL "${p#/proc/}" 2>/dev/null || true
+        fi
+      done
+    done
+    [ $left = 0 ] && break
+    sleep 0.1
+  done
+  awk -v d="$DIR/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do
+    umount -l "$m" 2>/dev/null || say "cannot unmount $m"
+  done
+  for f in "$DIR"/data/w*/runtime/sandboxes/*/bundle/config.json; do
+    [ -f "$f" ] || continue
+    cg=$(grep -o '"cgroupsPath":"[^"]*"' "$f" | head -n1 | cut -d'"' -f4)
+    case "$cg" in /?*) ;; *) continue ;; esac
+    case "$cg" in *..*) continue ;; esac
+    for r in $(awk '$3 == "cgroup" || $3 == "cgroup2" {print $2}' /proc/self/mounts); do
+      if [ -d "$r$cg" ]; then
+        for i in $(seq 1 20); do rmdir "$r$cg" 2>/dev/null && break; sleep 0.1; done
+        [ ! -d "$r$cg" ] || say "cannot remove cgroup $r$cg"
+      fi
+      rmdir "$r$(dirname "$cg")" 2>/dev/null || true # the worker's parent, once empty
+    done
+  done
+  return 0
+}
+
 cmd_down() {
   local names=() f
   for f in "$DIR"/pids/*.pid; do
@@ -515,6 +570,7 @@ cmd_down() {
   for n in "${names[@]}"; do if [ "$n" = coordinator ]; then c+=("$n"); else ws+=("$n"); fi; done
   [ ${#ws[@]} -eq 0 ] || stop_procs "${ws[@]}"
   [ ${#c[@]} -eq 0 ] || stop_procs "${c[@]}"
+  down_sandboxes
   [ "$NETNS" != 1 ] || netns_down
   say "cluster in $DIR stopped (${#names[@]} processes); its data stays in $DIR"
 }
