@@ -10,7 +10,7 @@
  * the bytes); this file turns each header into a manifest entry and each file's
  * data blocks into chunks.
  *
- * Pipeline (the same shape as tree_capture.c, whose pieces are static there)
+ * Pipeline (the same as tree_capture.c: the chunk feed of tree_feed.c)
  * - The calling thread reads headers and data blocks. A file's blocks are
  *   appended to a 1 MiB staging window; whenever the window holds at least
  *   CAIRN_CHUNK_MAX bytes a chunk is cut with cairn_chunker_cut (final=false),
@@ -63,12 +63,12 @@
 #include "cairn/err.h"
 #include "cairn/log.h"
 #include "cairn/pool.h"
+#include "tree_internal.h"
 
 #include <archive.h>
 #include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <sodium.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -78,9 +78,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-#define PIECE_BLOCK 4096u
 #define STAGE_BYTES (1u << 20)
-#define HOLE_PIECE_MAX (1u << 30)
 #define FILE_SIZE_MAX (1ull << 46) /* 64 TiB */
 #define READ_BLOCK (1u << 20)
 #define PROGRESS_NS 100000000ull
@@ -91,16 +89,6 @@
 #define WH_PREFIX ".wh."
 #define WH_META ".wh..wh."
 #define WH_OPAQUE ".wh..wh..opq"
-
-struct imp;
-
-struct ibuf {
-    struct imp *im;
-    struct cairn_piece *slot;
-    size_t len;
-    struct ibuf *next; /* free list */
-    uint8_t *data;     /* CAIRN_CHUNK_MAX bytes, allocated with the struct */
-};
 
 struct imeta {
     uint64_t hash;        /* of the path */
@@ -133,14 +121,7 @@ struct imp {
     size_t slots_cap, slots_used;
     uint8_t hkey[crypto_shorthash_KEYBYTES];
 
-    struct cairn_pool *pool;
-    struct cairn_piece **blocks;
-    size_t n_blocks, blocks_cap;
-    uint64_t n_arena;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct ibuf *free_list;
-    size_t bufs_made, bufs_max;
+    struct cairn__feed feed; /* pool, task buffers, piece arena */
     uint8_t *stage;
 
     char *path; /* the current entry's normalised path */
@@ -152,7 +133,6 @@ struct imp {
     size_t n_excl;
 
     struct cairn_tree_stats st;
-    atomic_uint_fast64_t chunks_new, stored_bytes;
     uint64_t t0, last_progress;
     bool warned_acl;
 };
@@ -213,89 +193,6 @@ static const char *arc_msg(struct archive *a)
     return m ? m : "damaged or truncated archive (libarchive gave no detail)";
 }
 
-/* ---- worker side ---- */
-
-struct imp_thread {
-    struct cairn_codec *codec;
-};
-
-static void *imp_thread_new(void *arg)
-{
-    struct imp *im = arg;
-    struct imp_thread *t = cairn_calloc(1, sizeof(*t));
-    if (!t)
-        return NULL;
-    if (cairn_codec_new(&t->codec, im->level) != CAIRN_OK) {
-        cairn_free(t);
-        return NULL;
-    }
-    return t;
-}
-
-static void imp_thread_free(void *p)
-{
-    struct imp_thread *t = p;
-    if (!t)
-        return;
-    cairn_codec_destroy(&t->codec);
-    cairn_free(t);
-}
-
-static void buf_put(struct imp *im, struct ibuf *b)
-{
-    pthread_mutex_lock(&im->mu);
-    b->next = im->free_list;
-    im->free_list = b;
-    pthread_cond_signal(&im->cv);
-    pthread_mutex_unlock(&im->mu);
-}
-
-static int buf_get(struct imp *im, struct ibuf **out)
-{
-    int rc = CAIRN_OK;
-    pthread_mutex_lock(&im->mu);
-    while (!im->free_list && im->bufs_made >= im->bufs_max)
-        pthread_cond_wait(&im->cv, &im->mu);
-    struct ibuf *b = im->free_list;
-    if (b) {
-        im->free_list = b->next;
-    } else {
-        b = cairn_malloc(sizeof(*b) + CAIRN_CHUNK_MAX);
-        if (b) {
-            b->data = (uint8_t *)(b + 1);
-            im->bufs_made++;
-        } else {
-            rc = cairn_err_set(CAIRN_ENOMEM, "archive '%s': out of memory for a chunk buffer", im->src);
-        }
-    }
-    pthread_mutex_unlock(&im->mu);
-    if (b)
-        b->im = im;
-    *out = b;
-    return rc;
-}
-
-static int imp_task(void *thread_ctx, void *arg)
-{
-    struct imp_thread *t = thread_ctx;
-    struct ibuf *b = arg;
-    struct imp *im = b->im;
-    struct cairn_put_result res = {0};
-    int rc = cairn_store_put_chunk(im->s, t->codec, im->d, b->data, b->len, b->slot->id, &res);
-    if (rc == CAIRN_OK && res.was_new) {
-        atomic_fetch_add_explicit(&im->chunks_new, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&im->stored_bytes, res.stored_len, memory_order_relaxed);
-    }
-    buf_put(im, b);
-    return rc;
-}
-
-static void imp_drop(void *arg)
-{
-    struct ibuf *b = arg;
-    buf_put(b->im, b);
-}
-
 /* ---- reader side: progress, arena, chunks ---- */
 
 static void progress(struct imp *im, bool force)
@@ -309,72 +206,29 @@ static void progress(struct imp *im, bool force)
     struct cairn_tree_stats s = im->st;
     if (!force) {
         s.entries = im->m.n;
-        s.chunks_new += atomic_load_explicit(&im->chunks_new, memory_order_relaxed);
-        s.stored_bytes += atomic_load_explicit(&im->stored_bytes, memory_order_relaxed);
+        s.chunks_new += atomic_load_explicit(&im->feed.chunks_new, memory_order_relaxed);
+        s.stored_bytes += atomic_load_explicit(&im->feed.stored_bytes, memory_order_relaxed);
     }
     s.elapsed_ns = now - im->t0;
     im->opts->progress(im->opts->progress_arg, &s);
 }
 
-static struct cairn_piece *arena_add(struct imp *im)
+static void imp_tick(void *ctx)
 {
-    size_t bi = (size_t)(im->n_arena / PIECE_BLOCK), off = (size_t)(im->n_arena % PIECE_BLOCK);
-    if (bi == im->n_blocks) {
-        void *arr = im->blocks;
-        if (cairn_array_grow(&arr, &im->blocks_cap, im->n_blocks + 1, sizeof(*im->blocks)) != CAIRN_OK)
-            return NULL;
-        im->blocks = arr;
-        im->blocks[im->n_blocks] = cairn_malloc(PIECE_BLOCK * sizeof(struct cairn_piece));
-        if (!im->blocks[im->n_blocks])
-            return NULL;
-        im->n_blocks++;
-    }
-    struct cairn_piece *p = &im->blocks[bi][off];
-    memset(p, 0, sizeof(*p));
-    im->n_arena++;
-    return p;
+    progress(ctx, false);
 }
 
-static int add_hole(struct imp *im, uint64_t len, uint32_t *np)
+static int imp_feed_fail(void *ctx, int code, enum cairn__feed_fail why)
 {
-    while (len > 0) {
-        uint32_t n = len > HOLE_PIECE_MAX ? HOLE_PIECE_MAX : (uint32_t)len;
-        if (*np == UINT32_MAX)
-            return ent_fail(im, CAIRN_ETOOBIG, "too many pieces");
-        struct cairn_piece *p = arena_add(im);
-        if (!p)
-            return ent_fail(im, CAIRN_ENOMEM, "out of memory for its pieces");
-        p->hole = true;
-        p->len = n;
-        (*np)++;
-        len -= n;
+    struct imp *im = ctx;
+    switch (why) {
+    case CAIRN__FEED_TOO_MANY_PIECES:
+        return ent_fail(im, code, "too many pieces");
+    case CAIRN__FEED_NOMEM_PIECES:
+        return ent_fail(im, code, "out of memory for its pieces");
+    default:
+        return cairn_err_set(code, "archive '%s': out of memory for a chunk buffer", im->src);
     }
-    return CAIRN_OK;
-}
-
-static int submit_chunk(struct imp *im, const uint8_t *data, size_t len, uint32_t *np)
-{
-    if (*np == UINT32_MAX)
-        return ent_fail(im, CAIRN_ETOOBIG, "too many pieces");
-    struct cairn_piece *slot = arena_add(im);
-    if (!slot)
-        return ent_fail(im, CAIRN_ENOMEM, "out of memory for its pieces");
-    slot->len = (uint32_t)len;
-    (*np)++;
-    struct ibuf *b;
-    CAIRN_FORWARD_IF_ERROR(buf_get(im, &b));
-    memcpy(b->data, data, len);
-    b->len = len;
-    b->slot = slot;
-    int rc = cairn_pool_submit(im->pool, imp_task, imp_drop, b);
-    if (rc != CAIRN_OK) {
-        buf_put(im, b);
-        return rc;
-    }
-    im->st.chunks++;
-    im->st.bytes += len;
-    progress(im, false);
-    return CAIRN_OK;
 }
 
 /* Cut chunks while the window holds a whole max chunk; with final, cut everything (a region ends). */
@@ -382,10 +236,8 @@ static int feed_cut(struct imp *im, struct feed *f, bool final)
 {
     while (f->we - f->ws >= CAIRN_CHUNK_MAX || (final && f->we > f->ws)) {
         size_t avail = f->we - f->ws;
-        size_t c = cairn_chunker_cut(im->stage + f->ws, avail, final);
-        if (c == 0 || c > avail)
-            c = avail; /* cannot happen with the window invariant; be safe */
-        CAIRN_FORWARD_IF_ERROR(submit_chunk(im, im->stage + f->ws, c, &f->np));
+        size_t c;
+        CAIRN_FORWARD_IF_ERROR(cairn__feed_cut(&im->feed, im->stage + f->ws, avail, final, &f->np, &c));
         f->ws += c;
     }
     if (f->ws == f->we)
@@ -416,7 +268,7 @@ static int feed_data(struct imp *im, struct feed *f, const uint8_t *p, size_t le
 static int read_data(struct imp *im, size_t idx, bool size_set, uint64_t size)
 {
     struct feed f = {0};
-    uint64_t start = im->n_arena;
+    uint64_t start = im->feed.n_arena;
     for (;;) {
         const void *buf;
         size_t len;
@@ -439,7 +291,7 @@ static int read_data(struct imp *im, size_t idx, bool size_set, uint64_t size)
                             (unsigned long long)((uint64_t)off + len), (unsigned long long)size);
         if ((uint64_t)off > f.pos) { /* a hole: the data region before it ends */
             CAIRN_FORWARD_IF_ERROR(feed_cut(im, &f, true));
-            CAIRN_FORWARD_IF_ERROR(add_hole(im, (uint64_t)off - f.pos, &f.np));
+            CAIRN_FORWARD_IF_ERROR(cairn__feed_hole(&im->feed, (uint64_t)off - f.pos, &f.np));
             f.pos = (uint64_t)off;
         }
         CAIRN_FORWARD_IF_ERROR(feed_data(im, &f, buf, len));
@@ -447,7 +299,7 @@ static int read_data(struct imp *im, size_t idx, bool size_set, uint64_t size)
     CAIRN_FORWARD_IF_ERROR(feed_cut(im, &f, true));
     uint64_t total = size_set ? size : f.pos;
     if (total > f.pos) /* a sparse file ending in a hole */
-        CAIRN_FORWARD_IF_ERROR(add_hole(im, total - f.pos, &f.np));
+        CAIRN_FORWARD_IF_ERROR(cairn__feed_hole(&im->feed, total - f.pos, &f.np));
     struct cairn_entry *e = &im->m.entries[idx];
     e->size = total;
     e->n_pieces = f.np; /* the pieces stay in the arena until the end (see top) */
@@ -1128,10 +980,9 @@ static int assemble(struct imp *im)
             return cairn_err_set(CAIRN_ENOMEM, "archive '%s': out of memory for the pieces of '%s'", im->src, e->path);
         e->cap_pieces = n;
         uint64_t cur = im->meta[i].piece_start;
-        if (cur + n > im->n_arena)
+        if (cur + n > im->feed.n_arena)
             return cairn_err_set(CAIRN_EINTERNAL, "archive '%s': pieces of '%s' past the arena", im->src, e->path);
-        for (uint32_t j = 0; j < n; j++, cur++)
-            e->pieces[j] = im->blocks[cur / PIECE_BLOCK][cur % PIECE_BLOCK];
+        cairn__feed_pieces(&im->feed, cur, n, e->pieces);
         e->n_pieces = n;
     }
     size_t o = 0;
@@ -1183,10 +1034,7 @@ static void final_stats(struct imp *im)
             break;
         }
     }
-    s->chunks_new += atomic_load(&im->chunks_new);
-    s->stored_bytes += atomic_load(&im->stored_bytes);
-    atomic_store(&im->chunks_new, 0);
-    atomic_store(&im->stored_bytes, 0);
+    cairn__feed_take_stats(&im->feed, s);
 }
 
 /* ---- driver ---- */
@@ -1227,18 +1075,10 @@ static int read_archive(struct imp *im, int fd)
 
 static void imp_release(struct imp *im)
 {
-    cairn_pool_destroy(&im->pool);
+    cairn__feed_release(&im->feed);
     if (im->a)
         archive_read_free(im->a);
     im->a = NULL;
-    while (im->free_list) {
-        struct ibuf *b = im->free_list;
-        im->free_list = b->next;
-        cairn_free(b);
-    }
-    for (size_t i = 0; i < im->n_blocks; i++)
-        cairn_free(im->blocks[i]);
-    cairn_free(im->blocks);
     cairn_manifest_release(&im->m);
     cairn_free(im->meta);
     cairn_free(im->slots);
@@ -1249,8 +1089,6 @@ static void imp_release(struct imp *im)
     cairn_free(im->path);
     cairn_free(im->tgt);
     sodium_memzero(im->hkey, sizeof(im->hkey));
-    pthread_cond_destroy(&im->cv);
-    pthread_mutex_destroy(&im->mu);
 }
 
 int cairn_archive_import_fd(struct cairn_store *s, const struct cairn_domain *d, int fd, const char *name,
@@ -1263,10 +1101,6 @@ int cairn_archive_import_fd(struct cairn_store *s, const struct cairn_domain *d,
     char fdname[32];
     memset(&im, 0, sizeof(im));
     memset(out, 0, sizeof(*out));
-    pthread_mutex_init(&im.mu, NULL);
-    pthread_cond_init(&im.cv, NULL);
-    atomic_init(&im.chunks_new, 0);
-    atomic_init(&im.stored_bytes, 0);
     cairn_manifest_init(&im.m);
     if (!name) {
         snprintf(fdname, sizeof(fdname), "fd %d", fd);
@@ -1278,11 +1112,11 @@ int cairn_archive_import_fd(struct cairn_store *s, const struct cairn_domain *d,
     im.opts = opts;
     im.flags = opts ? opts->flags : 0;
     im.level = opts && opts->level ? opts->level : CAIRN_CODEC_DEFAULT_LEVEL;
+    cairn__feed_init(&im.feed, s, d, im.level, &im.st, &im, imp_feed_fail, imp_tick);
     im.t0 = im.last_progress = cairn_now_mono_ns();
     escape(im.ename, sizeof(im.ename), "(none yet)");
     unsigned threads = opts && opts->threads ? opts->threads : cairn_cpu_count();
     size_t queued = 4 * (size_t)threads;
-    im.bufs_max = queued + threads + 1;
 
     rc = cairn_crypto_init();
     if (rc != CAIRN_OK)
@@ -1300,13 +1134,13 @@ int cairn_archive_import_fd(struct cairn_store *s, const struct cairn_domain *d,
     rc = cairn_codec_new(&codec, im.level);
     if (rc != CAIRN_OK)
         goto out;
-    rc = cairn_pool_new(&im.pool, threads, queued, imp_thread_new, imp_thread_free, &im);
+    rc = cairn__feed_pool_new(&im.feed, threads, queued);
     if (rc != CAIRN_OK)
         goto out;
     rc = read_archive(&im, fd);
     if (rc != CAIRN_OK)
         goto out;
-    rc = cairn_pool_wait(im.pool); /* orders the workers' slot writes before the reads below */
+    rc = cairn_pool_wait(im.feed.pool); /* orders the workers' slot writes before the reads below */
     if (rc != CAIRN_OK)
         goto out;
     rc = resolve_hardlinks(&im);
@@ -1325,11 +1159,11 @@ int cairn_archive_import_fd(struct cairn_store *s, const struct cairn_domain *d,
     if (st)
         *st = im.st;
 out:
-    if (rc != CAIRN_OK && im.pool) {
+    if (rc != CAIRN_OK && im.feed.pool) {
         /* keep the first error's message across the drain */
         char msg[1024];
         snprintf(msg, sizeof(msg), "%s", cairn_err_msg());
-        cairn_pool_wait(im.pool);
+        cairn_pool_wait(im.feed.pool);
         cairn_err_set(rc, "%s", msg);
     }
     cairn_codec_destroy(&codec);

@@ -16,7 +16,8 @@
  * - Each chunk is copied into a task buffer (CAIRN_CHUNK_MAX bytes) and handed
  *   to the pool; a worker (own struct cairn_codec) hashes, dedups, compresses,
  *   encrypts and stores it, writes the id into the chunk's piece slot and puts
- *   the buffer back on the free list.
+ *   the buffer back on the free list. That machinery (buffers, pool, piece
+ *   arena) is the chunk feed of tree_feed.c, shared with archive.c.
  * - Memory bound: at most 4 * threads tasks queued, threads running, and
  *   buffers are recycled (at most queued + threads + 1 ever allocated; the
  *   walker blocks for a free one). A file of any size streams through.
@@ -24,8 +25,8 @@
  * Piece slots (the realloc race): pieces are not written into the entries
  * while tasks are in flight. The walker appends every piece (data and hole) of
  * every file, in walk order, to a piece arena made of fixed blocks of
- * PIECE_BLOCK slots that are never moved or freed until the end; a task holds
- * a pointer to its slot. Only the walker appends (it may grow the array of
+ * CAIRN__PIECE_BLOCK slots (tree_feed.c) that are never moved or freed until
+ * the end; a task holds a pointer to its slot. Only the walker appends (it may grow the array of
  * block pointers, never the blocks). After cairn_pool_wait (which orders the
  * workers' writes before the walker's reads) the arena is copied into each
  * file entry's own pieces array, again in walk order, before sorting.
@@ -51,7 +52,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -59,21 +59,9 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-#define PIECE_BLOCK 4096u
 #define STAGE_BYTES (4u * 1024u * 1024u)
-#define HOLE_PIECE_MAX (1u << 30)
 #define PROGRESS_NS 100000000ull
 #define OVL_PREFIX "trusted.overlay."
-
-struct cap;
-
-struct capbuf {
-    struct cap *cap;
-    struct cairn_piece *slot;
-    size_t len;
-    struct capbuf *next; /* free list */
-    uint8_t *data;       /* CAIRN_CHUNK_MAX bytes, allocated with the struct */
-};
 
 struct hl_slot {
     dev_t dev;
@@ -93,18 +81,7 @@ struct cap {
     unsigned flags;
     int level;
     struct cairn_manifest m;
-    struct cairn_pool *pool;
-
-    /* piece arena */
-    struct cairn_piece **blocks;
-    size_t n_blocks, blocks_cap;
-    uint64_t n_arena;
-
-    /* task buffers */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct capbuf *free_list;
-    size_t bufs_made, bufs_max;
+    struct cairn__feed feed; /* pool, task buffers, piece arena */
 
     uint8_t *stage;
     struct hl_slot *hl;
@@ -125,92 +102,8 @@ struct cap {
     size_t xval_cap;
 
     struct cairn_tree_stats st;
-    atomic_uint_fast64_t chunks_new, stored_bytes;
     uint64_t t0, last_progress;
 };
-
-/* ---- worker side ---- */
-
-struct cap_thread {
-    struct cairn_codec *codec;
-};
-
-static void *cap_thread_new(void *arg)
-{
-    struct cap *cp = arg;
-    struct cap_thread *t = cairn_calloc(1, sizeof(*t));
-    if (!t)
-        return NULL;
-    if (cairn_codec_new(&t->codec, cp->level) != CAIRN_OK) {
-        cairn_free(t);
-        return NULL;
-    }
-    return t;
-}
-
-static void cap_thread_free(void *p)
-{
-    struct cap_thread *t = p;
-    if (!t)
-        return;
-    cairn_codec_destroy(&t->codec);
-    cairn_free(t);
-}
-
-static void buf_put(struct cap *cp, struct capbuf *b)
-{
-    pthread_mutex_lock(&cp->mu);
-    b->next = cp->free_list;
-    cp->free_list = b;
-    pthread_cond_signal(&cp->cv);
-    pthread_mutex_unlock(&cp->mu);
-}
-
-static int buf_get(struct cap *cp, struct capbuf **out)
-{
-    int rc = CAIRN_OK;
-    pthread_mutex_lock(&cp->mu);
-    while (!cp->free_list && cp->bufs_made >= cp->bufs_max)
-        pthread_cond_wait(&cp->cv, &cp->mu);
-    struct capbuf *b = cp->free_list;
-    if (b) {
-        cp->free_list = b->next;
-    } else {
-        b = cairn_malloc(sizeof(*b) + CAIRN_CHUNK_MAX);
-        if (b) {
-            b->data = (uint8_t *)(b + 1);
-            cp->bufs_made++;
-        }
-        else
-            rc = cairn_err_set(CAIRN_ENOMEM, "capture: out of memory for a chunk buffer");
-    }
-    pthread_mutex_unlock(&cp->mu);
-    if (b)
-        b->cap = cp;
-    *out = b;
-    return rc;
-}
-
-static int cap_task(void *thread_ctx, void *arg)
-{
-    struct cap_thread *t = thread_ctx;
-    struct capbuf *b = arg;
-    struct cap *cp = b->cap;
-    struct cairn_put_result res = {0};
-    int rc = cairn_store_put_chunk(cp->s, t->codec, cp->d, b->data, b->len, b->slot->id, &res);
-    if (rc == CAIRN_OK && res.was_new) {
-        atomic_fetch_add_explicit(&cp->chunks_new, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&cp->stored_bytes, res.stored_len, memory_order_relaxed);
-    }
-    buf_put(cp, b);
-    return rc;
-}
-
-static void cap_drop(void *arg)
-{
-    struct capbuf *b = arg;
-    buf_put(b->cap, b);
-}
 
 /* ---- walker side ---- */
 
@@ -224,71 +117,28 @@ static void progress(struct cap *cp, bool force)
     cp->last_progress = now;
     struct cairn_tree_stats s = cp->st;
     s.entries = cp->m.n;
-    s.chunks_new += atomic_load_explicit(&cp->chunks_new, memory_order_relaxed);
-    s.stored_bytes += atomic_load_explicit(&cp->stored_bytes, memory_order_relaxed);
+    s.chunks_new += atomic_load_explicit(&cp->feed.chunks_new, memory_order_relaxed);
+    s.stored_bytes += atomic_load_explicit(&cp->feed.stored_bytes, memory_order_relaxed);
     s.elapsed_ns = now - cp->t0;
     cp->opts->progress(cp->opts->progress_arg, &s);
 }
 
-static struct cairn_piece *arena_add(struct cap *cp)
+static void cap_tick(void *ctx)
 {
-    size_t bi = (size_t)(cp->n_arena / PIECE_BLOCK), off = (size_t)(cp->n_arena % PIECE_BLOCK);
-    if (bi == cp->n_blocks) {
-        void *arr = cp->blocks;
-        if (cairn_array_grow(&arr, &cp->blocks_cap, cp->n_blocks + 1, sizeof(*cp->blocks)) != CAIRN_OK)
-            return NULL;
-        cp->blocks = arr;
-        cp->blocks[cp->n_blocks] = cairn_malloc(PIECE_BLOCK * sizeof(struct cairn_piece));
-        if (!cp->blocks[cp->n_blocks])
-            return NULL;
-        cp->n_blocks++;
-    }
-    struct cairn_piece *p = &cp->blocks[bi][off];
-    memset(p, 0, sizeof(*p));
-    cp->n_arena++;
-    return p;
+    progress(ctx, false);
 }
 
-static int add_hole(struct cap *cp, uint64_t len, uint32_t *npieces)
+static int cap_feed_fail(void *ctx, int code, enum cairn__feed_fail why)
 {
-    while (len > 0) {
-        uint32_t n = len > HOLE_PIECE_MAX ? HOLE_PIECE_MAX : (uint32_t)len;
-        if (*npieces == UINT32_MAX)
-            return cairn_err_set(CAIRN_ETOOBIG, "capture: file '%s' has too many pieces", cp->path);
-        struct cairn_piece *p = arena_add(cp);
-        if (!p)
-            return cairn_err_set(CAIRN_ENOMEM, "capture: out of memory for pieces of '%s'", cp->path);
-        p->hole = true;
-        p->len = n;
-        (*npieces)++;
-        len -= n;
+    struct cap *cp = ctx;
+    switch (why) {
+    case CAIRN__FEED_TOO_MANY_PIECES:
+        return cairn_err_set(code, "capture: file '%s' has too many pieces", cp->path);
+    case CAIRN__FEED_NOMEM_PIECES:
+        return cairn_err_set(code, "capture: out of memory for pieces of '%s'", cp->path);
+    default:
+        return cairn_err_set(code, "capture: out of memory for a chunk buffer");
     }
-    return CAIRN_OK;
-}
-
-static int submit_chunk(struct cap *cp, const uint8_t *data, size_t len, uint32_t *npieces)
-{
-    if (*npieces == UINT32_MAX)
-        return cairn_err_set(CAIRN_ETOOBIG, "capture: file '%s' has too many pieces", cp->path);
-    struct cairn_piece *slot = arena_add(cp);
-    if (!slot)
-        return cairn_err_set(CAIRN_ENOMEM, "capture: out of memory for pieces of '%s'", cp->path);
-    slot->len = (uint32_t)len;
-    (*npieces)++;
-    struct capbuf *b;
-    CAIRN_FORWARD_IF_ERROR(buf_get(cp, &b));
-    memcpy(b->data, data, len);
-    b->len = len;
-    b->slot = slot;
-    int rc = cairn_pool_submit(cp->pool, cap_task, cap_drop, b);
-    if (rc != CAIRN_OK) {
-        buf_put(cp, b);
-        return rc;
-    }
-    cp->st.chunks++;
-    cp->st.bytes += len;
-    progress(cp, false);
-    return CAIRN_OK;
 }
 
 /* Chunk len bytes of fd from off. *got < len when the file shrank under us. */
@@ -322,10 +172,8 @@ static int chunk_region(struct cap *cp, int fd, uint64_t off, uint64_t len, uint
         if (avail == 0)
             break;
         bool final = left == 0;
-        size_t c = cairn_chunker_cut(stage + ws, avail, final);
-        if (c == 0 || c > avail)
-            c = avail; /* cannot happen with the window invariant; be safe */
-        CAIRN_FORWARD_IF_ERROR(submit_chunk(cp, stage + ws, c, npieces));
+        size_t c;
+        CAIRN_FORWARD_IF_ERROR(cairn__feed_cut(&cp->feed, stage + ws, avail, final, npieces, &c));
         ws += c;
     }
     *got = pos - off;
@@ -357,7 +205,7 @@ static int capture_data(struct cap *cp, int fd, const struct stat *st, uint64_t 
                     dstart = off;
             }
             if (dstart > off) {
-                CAIRN_FORWARD_IF_ERROR(add_hole(cp, dstart - off, npieces));
+                CAIRN_FORWARD_IF_ERROR(cairn__feed_hole(&cp->feed, dstart - off, npieces));
                 off = dstart;
                 if (off >= total)
                     break;
@@ -840,13 +688,13 @@ static int assemble_pieces(struct cap *cp)
         if (!e->pieces)
             return cairn_err_set(CAIRN_ENOMEM, "capture: out of memory for the pieces of '%s'", e->path);
         e->cap_pieces = n;
-        for (uint32_t j = 0; j < n; j++, cur++)
-            e->pieces[j] = cp->blocks[cur / PIECE_BLOCK][cur % PIECE_BLOCK];
+        cairn__feed_pieces(&cp->feed, cur, n, e->pieces);
+        cur += n;
         e->n_pieces = n;
     }
-    if (cur != cp->n_arena)
+    if (cur != cp->feed.n_arena)
         return cairn_err_set(CAIRN_EINTERNAL, "capture: %llu pieces in the arena, %llu assigned",
-                             (unsigned long long)cp->n_arena, (unsigned long long)cur);
+                             (unsigned long long)cp->feed.n_arena, (unsigned long long)cur);
     return CAIRN_OK;
 }
 
@@ -951,15 +799,7 @@ static int set_excludes(struct cap *cp, const struct cairn_tree_opts *o)
 
 static void cap_release(struct cap *cp)
 {
-    cairn_pool_destroy(&cp->pool);
-    while (cp->free_list) {
-        struct capbuf *b = cp->free_list;
-        cp->free_list = b->next;
-        cairn_free(b);
-    }
-    for (size_t i = 0; i < cp->n_blocks; i++)
-        cairn_free(cp->blocks[i]);
-    cairn_free(cp->blocks);
+    cairn__feed_release(&cp->feed);
     for (size_t i = 0; i < cp->wl_cap; i++)
         cairn__names_release(&cp->wl[i].names);
     cairn_free(cp->wl);
@@ -974,8 +814,6 @@ static void cap_release(struct cap *cp)
     cairn_free(cp->xnames);
     cairn_free(cp->xval);
     cairn_manifest_release(&cp->m);
-    pthread_cond_destroy(&cp->cv);
-    pthread_mutex_destroy(&cp->mu);
 }
 
 int cairn_tree_capture(struct cairn_store *s, const struct cairn_domain *d, const char *src,
@@ -987,20 +825,16 @@ int cairn_tree_capture(struct cairn_store *s, const struct cairn_domain *d, cons
     struct cairn_codec *codec = NULL;
     memset(&cp, 0, sizeof(cp));
     memset(out, 0, sizeof(*out));
-    pthread_mutex_init(&cp.mu, NULL);
-    pthread_cond_init(&cp.cv, NULL);
-    atomic_init(&cp.chunks_new, 0);
-    atomic_init(&cp.stored_bytes, 0);
     cairn_manifest_init(&cp.m);
     cp.s = s;
     cp.d = d;
     cp.opts = opts;
     cp.flags = opts ? opts->flags : 0;
     cp.level = opts && opts->level ? opts->level : CAIRN_CODEC_DEFAULT_LEVEL;
+    cairn__feed_init(&cp.feed, s, d, cp.level, &cp.st, &cp, cap_feed_fail, cap_tick);
     cp.t0 = cp.last_progress = cairn_now_mono_ns();
     unsigned threads = opts && opts->threads ? opts->threads : cairn_cpu_count();
     size_t queued = 4 * (size_t)threads;
-    cp.bufs_max = queued + threads + 1;
 
     rc = set_excludes(&cp, opts);
     if (rc != CAIRN_OK)
@@ -1031,7 +865,7 @@ int cairn_tree_capture(struct cairn_store *s, const struct cairn_domain *d, cons
     rc = cairn_codec_new(&codec, cp.level);
     if (rc != CAIRN_OK)
         goto out;
-    rc = cairn_pool_new(&cp.pool, threads, queued, cap_thread_new, cap_thread_free, &cp);
+    rc = cairn__feed_pool_new(&cp.feed, threads, queued);
     if (rc != CAIRN_OK)
         goto out;
 
@@ -1060,7 +894,7 @@ int cairn_tree_capture(struct cairn_store *s, const struct cairn_domain *d, cons
     rc = walk(&cp);
     if (rc != CAIRN_OK)
         goto out;
-    rc = cairn_pool_wait(cp.pool); /* orders the workers' slot writes before the reads below */
+    rc = cairn_pool_wait(cp.feed.pool); /* orders the workers' slot writes before the reads below */
     if (rc != CAIRN_OK)
         goto out;
     rc = assemble_pieces(&cp);
@@ -1071,10 +905,7 @@ int cairn_tree_capture(struct cairn_store *s, const struct cairn_domain *d, cons
     if (rc != CAIRN_OK)
         goto out;
     cp.st.entries = cp.m.n;
-    cp.st.chunks_new += atomic_load(&cp.chunks_new);
-    cp.st.stored_bytes += atomic_load(&cp.stored_bytes);
-    atomic_store(&cp.chunks_new, 0);
-    atomic_store(&cp.stored_bytes, 0);
+    cairn__feed_take_stats(&cp.feed, &cp.st);
     rc = cairn_manifest_store(s, codec, d, &cp.m, out, &cp.st);
     if (rc != CAIRN_OK)
         goto out;
@@ -1083,11 +914,11 @@ int cairn_tree_capture(struct cairn_store *s, const struct cairn_domain *d, cons
     if (st)
         *st = cp.st;
 out:
-    if (rc != CAIRN_OK && cp.pool) {
+    if (rc != CAIRN_OK && cp.feed.pool) {
         /* keep the first error's message across the drain */
         char msg[1024];
         snprintf(msg, sizeof(msg), "%s", cairn_err_msg());
-        cairn_pool_wait(cp.pool);
+        cairn_pool_wait(cp.feed.pool);
         cairn_err_set(rc, "%s", msg);
     }
     cairn_codec_destroy(&codec);

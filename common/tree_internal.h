@@ -15,14 +15,18 @@
  * Functions returning int here return 0 or a positive errno value (ELOOP or
  * ENOTDIR when a component is a symlink or not a directory, ENOENT, ENOMEM,
  * ESTALE, ...): callers turn them into cairn codes with a message that names
- * the entry.
+ * the entry. (The chunk feed at the end returns cairn codes.)
  */
 #ifndef CAIRN_TREE_INTERNAL_H
 #define CAIRN_TREE_INTERNAL_H
 
 #include "cairn/prelude.h"
 
+#include "cairn/tree.h"
+
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -84,5 +88,69 @@ static inline int cairn__proc_path(char *buf, size_t cap, int dirfd, const char 
     int n = snprintf(buf, cap, "/proc/self/fd/%d/%s", dirfd, name);
     return n < 0 || (size_t)n >= cap ? ENAMETOOLONG : 0;
 }
+
+/*
+ * Chunk feed (tree_feed.c): file data -> pool -> piece blocks, the pipeline
+ * shared by tree_capture.c and archive.c. The caller cuts a file's data with
+ * cairn__feed_cut (cairn_chunker_cut over its own staging window) and records
+ * holes with cairn__feed_hole; each chunk is copied into a task buffer
+ * (CAIRN_CHUNK_MAX bytes, recycled through a free list: at most
+ * queued + threads + 1 exist, the caller blocks for one) and handed to the
+ * pool, whose workers (own codec) store it and write its id into its piece
+ * slot. Slots live in an arena of fixed blocks of CAIRN__PIECE_BLOCK pieces
+ * that never move while tasks are in flight (only the caller appends, growing
+ * the array of block pointers, never a block); after cairn_pool_wait the caller
+ * copies them out with cairn__feed_pieces. Messages are the caller's: fail()
+ * sets one for each failure the feed itself detects.
+ */
+#define CAIRN__PIECE_BLOCK 4096u
+#define CAIRN__HOLE_PIECE_MAX (1u << 30)
+
+enum cairn__feed_fail {
+    CAIRN__FEED_TOO_MANY_PIECES, /* CAIRN_ETOOBIG: a file past UINT32_MAX pieces */
+    CAIRN__FEED_NOMEM_PIECES,    /* CAIRN_ENOMEM: an arena block */
+    CAIRN__FEED_NOMEM_BUFFER,    /* CAIRN_ENOMEM: a task buffer */
+};
+
+struct cairn__feedbuf;
+
+struct cairn__feed {
+    struct cairn_store *s;
+    const struct cairn_domain *d;
+    int level;
+    struct cairn_pool *pool;
+
+    struct cairn_piece **blocks; /* the piece arena */
+    size_t n_blocks, blocks_cap;
+    uint64_t n_arena;
+
+    pthread_mutex_t mu; /* task buffers */
+    pthread_cond_t cv;
+    struct cairn__feedbuf *free_list;
+    size_t bufs_made, bufs_max;
+
+    atomic_uint_fast64_t chunks_new, stored_bytes; /* workers' counts */
+    struct cairn_tree_stats *st; /* chunks and bytes counted on submit */
+    void *ctx;
+    int (*fail)(void *ctx, int code, enum cairn__feed_fail why); /* sets the message, returns code */
+    void (*tick)(void *ctx);                                   /* after each chunk submitted */
+};
+
+/* No allocation; pair with cairn__feed_release. */
+void cairn__feed_init(struct cairn__feed *f, struct cairn_store *s, const struct cairn_domain *d, int level,
+                      struct cairn_tree_stats *st, void *ctx,
+                      int (*fail)(void *ctx, int code, enum cairn__feed_fail why), void (*tick)(void *ctx));
+/* Releases the pool (waiting for nothing: drain with cairn_pool_wait first), buffers and the arena. */
+void cairn__feed_release(struct cairn__feed *f);
+int cairn__feed_pool_new(struct cairn__feed *f, unsigned threads, size_t queued);
+/* Cut one chunk from data[0..avail) (final: the region ends there), submit it; *cut is its length. */
+int cairn__feed_cut(struct cairn__feed *f, const uint8_t *data, size_t avail, bool final, uint32_t *npieces,
+                    size_t *cut);
+/* Hole pieces of at most CAIRN__HOLE_PIECE_MAX bytes each. */
+int cairn__feed_hole(struct cairn__feed *f, uint64_t len, uint32_t *npieces);
+/* After cairn_pool_wait: arena slots [start, start + n) into out. */
+void cairn__feed_pieces(const struct cairn__feed *f, uint64_t start, uint32_t n, struct cairn_piece *out);
+/* After cairn_pool_wait: move the workers' counts into *st. */
+void cairn__feed_take_stats(struct cairn__feed *f, struct cairn_tree_stats *st);
 
 #endif
