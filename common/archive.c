@@ -129,8 +129,7 @@ struct imp {
     char *tgt; /* normalised hardlink target */
     size_t tgt_cap;
     char ename[ESC_MAX + 8]; /* the current entry's name as in the archive, escaped */
-    char **excl;
-    size_t n_excl;
+    struct cairn__excl excl;
 
     struct cairn_tree_stats st;
     uint64_t t0, last_progress;
@@ -353,44 +352,6 @@ static int normalise(struct imp *im, const char *raw, char **buf, size_t *cap, s
 static bool is_root(const char *p)
 {
     return p[0] == '.' && p[1] == '\0';
-}
-
-static bool excluded(const struct imp *im, const char *p, size_t len)
-{
-    for (size_t i = 0; i < im->n_excl; i++) {
-        size_t xl = strlen(im->excl[i]);
-        if (xl <= len && memcmp(im->excl[i], p, xl) == 0 && (xl == len || p[xl] == '/'))
-            return true;
-    }
-    return false;
-}
-
-static int set_excludes(struct imp *im, const struct cairn_tree_opts *o)
-{
-    if (!o || !o->exclude || o->n_exclude == 0)
-        return CAIRN_OK;
-    im->excl = cairn_calloc(o->n_exclude, sizeof(char *));
-    if (!im->excl)
-        return cairn_err_set(CAIRN_ENOMEM, "archive: out of memory for excludes");
-    for (size_t i = 0; i < o->n_exclude; i++) {
-        const char *x = o->exclude[i];
-        if (!x)
-            continue;
-        while (x[0] == '.' && x[1] == '/')
-            x += 2;
-        while (*x == '/')
-            x++;
-        size_t l = strlen(x);
-        while (l > 0 && x[l - 1] == '/')
-            l--;
-        if (l == 0)
-            continue;
-        im->excl[im->n_excl] = cairn_strndup(x, l);
-        if (!im->excl[im->n_excl])
-            return cairn_err_set(CAIRN_ENOMEM, "archive: out of memory for excludes");
-        im->n_excl++;
-    }
-    return CAIRN_OK;
 }
 
 /* ---- the path index ---- */
@@ -749,7 +710,7 @@ static int link_target(struct imp *im, const char *raw, size_t *file)
     size_t i = lookup(im, im->tgt, tl);
     char esc[ESC_MAX + 8];
     escape(esc, sizeof(esc), im->tgt);
-    if (i == SIZE_MAX && excluded(im, im->tgt, tl)) {
+    if (i == SIZE_MAX && cairn__excl_match(&im->excl, im->tgt, tl)) {
         cairn_warn("archive '%s': skipping hardlink '%s': its target '%s' is excluded", im->src, im->ename, esc);
         im->st.skipped++;
         *file = NO_LINK;
@@ -779,7 +740,7 @@ static int import_entry(struct imp *im, struct archive_entry *ae)
     }
     escape(im->ename, sizeof(im->ename), raw);
     CAIRN_FORWARD_IF_ERROR(normalise(im, raw, &im->path, &im->path_cap, &im->plen, "path"));
-    if (excluded(im, im->path, im->plen))
+    if (cairn__excl_match(&im->excl, im->path, im->plen))
         return CAIRN_OK;
 
     const char *hl = archive_entry_hardlink(ae);
@@ -1082,9 +1043,7 @@ static void imp_release(struct imp *im)
     cairn_manifest_release(&im->m);
     cairn_free(im->meta);
     cairn_free(im->slots);
-    for (size_t i = 0; i < im->n_excl; i++)
-        cairn_free(im->excl[i]);
-    cairn_free(im->excl);
+    cairn__excl_release(&im->excl);
     cairn_free(im->stage);
     cairn_free(im->path);
     cairn_free(im->tgt);
@@ -1122,7 +1081,7 @@ int cairn_archive_import_fd(struct cairn_store *s, const struct cairn_domain *d,
     if (rc != CAIRN_OK)
         goto out;
     cairn_random_bytes(im.hkey, sizeof(im.hkey));
-    rc = set_excludes(&im, opts);
+    rc = cairn__excl_init(&im.excl, opts, "archive");
     if (rc != CAIRN_OK)
         goto out;
     im.stage = cairn_malloc(STAGE_BYTES);

@@ -510,3 +510,53 @@ int cairn__remove_at(int dirfd, const char *name)
         return errno;
     return 0;
 }
+
+/* ---- exclude lists ---- */
+
+int cairn__excl_init(struct cairn__excl *x, const struct cairn_tree_opts *o, const char *who)
+{
+    x->v = NULL;
+    x->n = 0;
+    if (!o || !o->exclude || o->n_exclude == 0)
+        return CAIRN_OK;
+    x->v = cairn_calloc(o->n_exclude, sizeof(char *));
+    if (!x->v)
+        return cairn_err_set(CAIRN_ENOMEM, "%s: out of memory for excludes", who);
+    for (size_t i = 0; i < o->n_exclude; i++) {
+        const char *e = o->exclude[i];
+        if (!e)
+            continue;
+        while (e[0] == '.' && e[1] == '/')
+            e += 2;
+        while (*e == '/')
+            e++;
+        size_t l = strlen(e);
+        while (l > 0 && e[l - 1] == '/')
+            l--;
+        if (l == 0)
+            continue;
+        x->v[x->n] = cairn_strndup(e, l);
+        if (!x->v[x->n])
+            return cairn_err_set(CAIRN_ENOMEM, "%s: out of memory for excludes", who);
+        x->n++;
+    }
+    return CAIRN_OK;
+}
+
+bool cairn__excl_match(const struct cairn__excl *x, const char *p, size_t len)
+{
+    for (size_t i = 0; i < x->n; i++) {
+        size_t xl = strlen(x->v[i]);
+        if (xl <= len && memcmp(x->v[i], p, xl) == 0 && (xl == len || p[xl] == '/'))
+            return true;
+    }
+    return false;
+}
+
+void cairn__excl_release(struct cairn__excl *x)
+{
+    for (size_t i = 0; i < x->n; i++)
+        cairn_free(x->v[i]);
+    CAIRN_FREE(x->v);
+    x->n = 0;
+}

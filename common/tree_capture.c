@@ -86,8 +86,7 @@ struct cap {
     uint8_t *stage;
     struct hl_slot *hl;
     size_t hl_cap, hl_n;
-    char **excl;
-    size_t n_excl;
+    struct cairn__excl excl;
 
     struct cairn__dirchain chain;
     bool chain_ok;
@@ -610,14 +609,6 @@ out:
     return rc;
 }
 
-static bool excluded(const struct cap *cp)
-{
-    for (size_t i = 0; i < cp->n_excl; i++)
-        if (strcmp(cp->excl[i], cp->path) == 0)
-            return true;
-    return false;
-}
-
 static int set_path(struct cap *cp, const char *name)
 {
     size_t dl = cp->chain.path_len, nl = strlen(name);
@@ -653,7 +644,7 @@ static int walk(struct cap *cp)
         }
         const char *name = cairn__names_at(&L->names, L->next++);
         CAIRN_FORWARD_IF_ERROR(set_path(cp, name));
-        if (excluded(cp))
+        if (cairn__excl_match(&cp->excl, cp->path, strlen(cp->path)))
             continue;
         int dirfd = cairn__dirchain_fd(&cp->chain);
         struct stat st;
@@ -771,32 +762,6 @@ out:
     return rc;
 }
 
-static int set_excludes(struct cap *cp, const struct cairn_tree_opts *o)
-{
-    if (!o || !o->exclude || o->n_exclude == 0)
-        return CAIRN_OK;
-    cp->excl = cairn_calloc(o->n_exclude, sizeof(char *));
-    if (!cp->excl)
-        return cairn_err_set(CAIRN_ENOMEM, "capture: out of memory for excludes");
-    for (size_t i = 0; i < o->n_exclude; i++) {
-        const char *x = o->exclude[i];
-        if (!x)
-            continue;
-        while (x[0] == '.' && x[1] == '/')
-            x += 2;
-        while (*x == '/')
-            x++;
-        size_t l = strlen(x);
-        while (l > 0 && x[l - 1] == '/')
-            l--;
-        cp->excl[cp->n_excl] = cairn_strndup(x, l);
-        if (!cp->excl[cp->n_excl])
-            return cairn_err_set(CAIRN_ENOMEM, "capture: out of memory for excludes");
-        cp->n_excl++;
-    }
-    return CAIRN_OK;
-}
-
 static void cap_release(struct cap *cp)
 {
     cairn__feed_release(&cp->feed);
@@ -805,9 +770,7 @@ static void cap_release(struct cap *cp)
     cairn_free(cp->wl);
     if (cp->chain_ok)
         cairn__dirchain_release(&cp->chain);
-    for (size_t i = 0; i < cp->n_excl; i++)
-        cairn_free(cp->excl[i]);
-    cairn_free(cp->excl);
+    cairn__excl_release(&cp->excl);
     cairn_free(cp->hl);
     cairn_free(cp->stage);
     cairn_free(cp->path);
@@ -836,7 +799,7 @@ int cairn_tree_capture(struct cairn_store *s, const struct cairn_domain *d, cons
     unsigned threads = opts && opts->threads ? opts->threads : cairn_cpu_count();
     size_t queued = 4 * (size_t)threads;
 
-    rc = set_excludes(&cp, opts);
+    rc = cairn__excl_init(&cp.excl, opts, "capture");
     if (rc != CAIRN_OK)
         goto out;
     int rootfd = open(src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

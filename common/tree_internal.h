@@ -153,4 +153,17 @@ void cairn__feed_pieces(const struct cairn__feed *f, uint64_t start, uint32_t n,
 /* After cairn_pool_wait: move the workers' counts into *st. */
 void cairn__feed_take_stats(struct cairn__feed *f, struct cairn_tree_stats *st);
 
+/*
+ * Exclude lists (cairn_tree_opts.exclude) for capture and tarball import: each entry is normalised like a
+ * manifest path ("./a/" -> "a"; empty entries are dropped), and a path is excluded when it equals an entry
+ * or lies below one. `who` prefixes the out-of-memory message ("capture", "archive").
+ */
+struct cairn__excl {
+    char **v; /* owned */
+    size_t n;
+};
+int cairn__excl_init(struct cairn__excl *x, const struct cairn_tree_opts *o, const char *who);
+bool cairn__excl_match(const struct cairn__excl *x, const char *p, size_t len);
+void cairn__excl_release(struct cairn__excl *x);
+
 #endif
