@@ -9,12 +9,22 @@
  *     object's id (or the one value asked for) alone on stdout's last line and
  *     errors as "cairn: NAME: message" on stderr; with --json exactly one JSON
  *     object on stdout, errors as {"error": {"code", "name", "message"}}.
- *     Exit status 0, or the cairn error number (cairn/err.h).
+ *     Exit status 0, or the cairn error number (cairn/err.h). Created ids go
+ *     in "id" (restore: also all of them in "ids", one a line without
+ *     --json); commands that create nothing print what they acted on (rm,
+ *     terminate: the id; mount, unmount: the path).
  *   - The cluster is found through CAIRN_* variables (libcairn reads them);
  *     commands that need no cluster (keygen, help) never look at them.
- *   - Commands of later issues (sandbox mount/unmount/snapshot-dir/snapshot/
- *     restore, snapshot *) are left out of the usage text until they exist;
- *     invoking one says so with EUNSUPPORTED (11).
+ *   - Keys (--key-file, CSEK): the file is read as raw bytes (at most 4096
+ *     read) into guarded memory (cairn_secret_read_file) and checked with
+ *     cairn_csek_validate before any connection, so an empty, short or long
+ *     key gets that function's exact message with EINVAL (1), the code the
+ *     coordinator gives for the same refusal. Before reading, core dumps are
+ *     switched off for the process (RLIMIT_CORE 0 and not dumpable: the key
+ *     is also in the request's buffers for a moment). The key never appears in
+ *     any output, --json included; it is wiped when the command ends.
+ *   - Long jobs (snapshot-fs, mount, snapshot-dir, snapshot, restore) show a
+ *     progress line on stderr when it is a terminal and --json is not given.
  *   - `sandbox exec` streams the command's output to our stdout/stderr as it
  *     is produced and exits with the command's exit code (the cairn error
  *     number only when the call itself failed); the words after `--` are the
@@ -32,16 +42,22 @@
 #include "cairn/config.h"
 #include "client_json.h"
 
+#include "cairn/crypto.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
 #define MAX_WORDS 300 /* command words, and the words of `sandbox exec SB CMD ARGS` */
 #define MAX_ENV 256
+#define KEY_FILE_MAX 4096 /* bytes of a --key-file read at most (a key is 16..512) */
+#define RESTORE_COUNT_MAX 256 /* the wire model's limit per request */
 
 enum opt_bits {
     O_OUT = 1 << 0,
@@ -62,6 +78,7 @@ enum opt_bits {
     O_WORKDIR = 1 << 15,
     O_TTL = 1 << 16,
     O_ALL = 1 << 17,
+    O_KEY_FILE = 1 << 18,
 };
 
 struct cli {
@@ -71,7 +88,7 @@ struct cli {
     const char *words[MAX_WORDS];
     size_t nwords;
     const char *out, *token_out, *worker, *req_id, *timeout, *count, *window;
-    const char *name, *app, *image, *gpu, *workdir, *ttl;
+    const char *name, *app, *image, *gpu, *workdir, *ttl, *key_file;
     const char *env[MAX_ENV];
     size_t nenv;
     char **after_dd; /* the words after `--` (a sandbox's command) */
@@ -115,7 +132,23 @@ static const char usage_text[] =
     "                                       With --json: {\"exit_code\", \"stdout\", \"stderr\"}, exit 0\n"
     "  sandbox snapshot-fs SB [--ttl DUR]   filesystem snapshot (SB keeps running); prints the image id,\n"
     "                                       and the pause on stderr\n"
+    "  sandbox mount SB PATH [IMAGE] [--key-file F]\n"
+    "                                       mount IMAGE (id or name; none: an empty directory) at PATH\n"
+    "                                       (absolute, not /) in SB, writable; a CSEK image needs its key\n"
+    "  sandbox unmount SB PATH              remove a mount: what was below PATH shows again\n"
+    "  sandbox snapshot-dir SB PATH [--key-file F] [--ttl DUR]\n"
+    "                                       snapshot a directory mounted with 'sandbox mount' into an\n"
+    "                                       image; prints its id (im-...). With --key-file: encrypted\n"
+    "                                       with that key (CSEK), needed again to mount it. Kept 30 days\n"
+    "                                       after its last use, or --ttl DUR after now\n"
+    "  sandbox snapshot SB                  memory snapshot (processes, memory, files, mounts); SB must\n"
+    "                                       have been created with --enable-snapshot and is terminated;\n"
+    "                                       prints its id (sn-...), kept 7 days\n"
+    "  sandbox restore SN [--count N] [--worker W]\n"
+    "                                       N clones (default 1, at most 256) of memory snapshot SN;\n"
+    "                                       prints their ids (sb-...), one a line\n"
     "  sandbox ls [--all] | terminate SB    the app's sandboxes (--all: terminated ones too); stop one\n"
+    "  snapshot ls | show SN | rm SN        the app's memory snapshots\n"
     "\n"
     "  --json            print exactly one JSON object on stdout (errors too); accepted anywhere\n"
     "  --app A           image and sandbox commands: act in app A (CAIRN_TOKEN_FILE / CAIRN_TOKEN\n"
@@ -123,13 +156,19 @@ static const char usage_text[] =
     "  --param k=v       123 is a number, true/false a bool, [a,b] an array of strings, else a string;\n"
     "                    --param-str k=v always a string\n"
     "  --wait [MS]       wait until the job finished; MS (or 30s, 2m) bounds the wait\n"
+    "  --key-file F      a customer-supplied encryption key (CSEK): the file's raw bytes, 16..512 of\n"
+    "                    them; never printed, never stored by cairn: keep it, without it the data is lost\n"
+    "  --ttl DUR         30s, 5m, 2h, 7d: the snapshot expires that long after now\n"
     "  --timeout MS      per-call deadline (default CAIRN_TIMEOUT_MS or 10000); for sandbox exec, the\n"
     "                    command's time limit as a duration (30s, 5m)\n"
     "\n"
     "environment (printed by `deploy/local-cluster.sh up`): CAIRN_COORDINATOR, CAIRN_COORDINATOR_KEY,\n"
     "CAIRN_CLIENT_KEY, CAIRN_APP, CAIRN_TOKEN_FILE (or CAIRN_TOKEN), CAIRN_ADMIN_TOKEN_FILE, CAIRN_TIMEOUT_MS\n"
-    "exit status: 0, or the cairn error number (1 EINVAL, 4 ECORRUPT, 5 ENOTFOUND, 6 EEXIST, 7 EAUTH,\n"
-    "10 ETOOBIG, 11 EUNSUPPORTED, 12 EPERM, 14 ETIMEDOUT, 19 EBUSY, 21 EUNAVAILABLE, ...); sandbox exec\n"
+    "exit status: 0, or the cairn error number: 1 EINVAL (bad argument, key of a bad size), 3 EIO,\n"
+    "4 ECORRUPT, 5 ENOTFOUND (also expired images and snapshots, a missing key file), 6 EEXIST (a mount\n"
+    "at that path), 7 EAUTH, 8 EKEY (missing or wrong encryption key), 10 ETOOBIG, 11 EUNSUPPORTED\n"
+    "(e.g. memory snapshot of a sandbox without --enable-snapshot), 12 EPERM, 14 ETIMEDOUT, 15 EPROTO,\n"
+    "19 EBUSY (an exec still runs), 20 EINTERNAL, 21 EUNAVAILABLE (no live worker fits); sandbox exec\n"
     "exits with the command's exit code once the command ran\n";
 
 /* ---- output ---------------------------------------------------------------------------------- */
@@ -222,6 +261,7 @@ static const struct optdef optdefs[] = {
     {"--name", 1, O_NAME},   {"--app", 1, O_APP},       {"--image", 1, O_IMAGE},
     {"--enable-snapshot", 0, O_ENABLE_SNAPSHOT}, {"--gpu", 1, O_GPU}, {"--env", 1, O_ENV},
     {"--workdir", 1, O_WORKDIR}, {"--ttl", 1, O_TTL},  {"--all", 0, O_ALL},
+    {"--key-file", 1, O_KEY_FILE},
 };
 
 /* Parse argv into cl. On error returns the exit status (the error already printed). */
@@ -306,6 +346,8 @@ static int parse_args(struct cli *cl, int argc, char **argv)
             cl->workdir = val;
         } else if (d->bit == O_TTL) {
             cl->ttl = val;
+        } else if (d->bit == O_KEY_FILE) {
+            cl->key_file = val;
         } else if (d->bit == O_ENV) {
             if (cl->nenv >= MAX_ENV)
                 return failf(cl, CAIRN_EINVAL, "at most %d --env options", MAX_ENV);
@@ -1023,6 +1065,48 @@ static void progress_cb(void *arg, const char *stage, uint64_t done, uint64_t to
     p->shown = true;
 }
 
+/* Job progress on a terminal (stderr) for the long sandbox calls: one line, rewritten each poll. */
+struct job_progress {
+    uint64_t t0_ns;
+    bool shown;
+};
+
+static void job_progress_cb(void *arg, const char *stage, uint64_t done, uint64_t total)
+{
+    struct job_progress *p = arg;
+    double secs = (double)(cairn_now_mono_ns() - p->t0_ns) / 1e9;
+    char d[32], t[32];
+    fmt_bytes(d, sizeof(d), done);
+    fmt_bytes(t, sizeof(t), total);
+    if (!strcmp(stage, "restore") && total) /* the group job counts clones */
+        fprintf(stderr, "\r\033[K%s: %" PRIu64 " of %" PRIu64 " clones, %.0fs", stage, done, total, secs);
+    else if (total)
+        fprintf(stderr, "\r\033[K%s: %s of %s (%.0f%%), %.0fs", stage, d, t,
+                100.0 * (double)CAIRN_MIN(done, total) / (double)total, secs);
+    else if (done)
+        fprintf(stderr, "\r\033[K%s: %s, %.0fs", stage, d, secs);
+    else
+        fprintf(stderr, "\r\033[K%s: running, %.0fs", stage, secs);
+    fflush(stderr);
+    p->shown = true;
+}
+
+/* Show progress of c's long calls when stderr is a terminal and --json is off. */
+static void job_progress_start(const struct cli *cl, struct cairn_client *c, struct job_progress *p)
+{
+    memset(p, 0, sizeof(*p));
+    p->t0_ns = cairn_now_mono_ns();
+    if (!cl->json && isatty(2))
+        cairn_client_progress_set(c, job_progress_cb, p);
+}
+
+static void job_progress_end(struct job_progress *p)
+{
+    if (p->shown)
+        fputs("\r\033[K", stderr);
+    p->shown = false;
+}
+
 /* ---- image commands -------------------------------------------------------------------------- */
 
 static int cmd_image_import(struct cli *cl)
@@ -1395,8 +1479,11 @@ static int cmd_sandbox_snapshot_fs(struct cli *cl)
     struct cairn_client *c = NULL;
     if ((rc = open_client(cl, &c)))
         return rc;
+    struct job_progress jp;
+    job_progress_start(cl, c, &jp);
     struct cairn_snapshot_fs_result r;
     rc = cairn_sandbox_snapshot_fs(c, cl->words[2], (ttl_ms + 999) / 1000, cl->req_id, &r);
+    job_progress_end(&jp);
     cairn_client_destroy(&c);
     if (rc != CAIRN_OK)
         return fail(cl, rc);
@@ -1441,6 +1528,17 @@ static int cmd_sandbox_ls(struct cli *cl)
             jw_bool(&w, "enable_snapshot", sb->enable_snapshot);
             jw_u64(&w, "gpu", sb->gpu);
             jw_str_opt(&w, "restored_from", sb->restored_from);
+            if (sb->nmounts) {
+                jw_open(&w, "mounts", '[');
+                for (size_t k = 0; k < sb->nmounts; k++) {
+                    jw_open(&w, NULL, '{');
+                    jw_str(&w, "path", sb->mounts[k].path);
+                    jw_str_opt(&w, "image", sb->mounts[k].image);
+                    jw_bool(&w, "csek", sb->mounts[k].csek);
+                    jw_close(&w, '}');
+                }
+                jw_close(&w, '[');
+            }
             jw_close(&w, '}');
         }
         jw_close(&w, '[');
@@ -1486,12 +1584,369 @@ static int cmd_sandbox_terminate(struct cli *cl)
     return jw_emit(&w, CAIRN_OK);
 }
 
-/* ---- main ------------------------------------------------------------------------------------ */
+/* ---- mounts, directory and memory snapshots (issues 5, 6) ------------------------------------- */
 
-/* Commands of later issues: "not implemented yet" (EUNSUPPORTED) rather than unknown. */
-static const char *const later_cmds[] = {"sandbox mount", "sandbox unmount", "sandbox snapshot-dir",
-                                         "sandbox snapshot", "sandbox restore", "snapshot ls",
-                                         "snapshot show", "snapshot rm"};
+/*
+ * Keys must never reach a core file: the key is in guarded memory, but also
+ * for a moment in the request's buffers (libcairn, ZeroMQ). No core at all
+ * (RLIMIT_CORE 0 does not stop a core_pattern pipe; not dumpable does).
+ */
+static void no_core_dumps(void)
+{
+    struct rlimit rl = {0, 0};
+    (void)setrlimit(RLIMIT_CORE, &rl);
+    (void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+}
+
+/*
+ * --key-file into *key (NULL without the option): raw bytes, at most
+ * KEY_FILE_MAX read, checked with cairn_csek_validate (its message, EINVAL).
+ * On error returns the exit status, the error printed (naming the file when
+ * it cannot be read, never its content).
+ */
+static int read_key_file(const struct cli *cl, struct cairn_secret **key)
+{
+    *key = NULL;
+    if (!cl->key_file)
+        return CAIRN_OK;
+    no_core_dumps();
+    if (cairn_crypto_init() != CAIRN_OK)
+        return fail(cl, CAIRN_EINTERNAL);
+    int rc = cairn_secret_read_file(key, cl->key_file, 0, KEY_FILE_MAX);
+    if (rc == CAIRN_EKEY) /* more than KEY_FILE_MAX bytes: the size rule, in cairn_csek_validate's words */
+        return failf(cl, CAIRN_EINVAL, "encryption key is too long: more than %d bytes (at most %d)", KEY_FILE_MAX,
+                     CAIRN_CSEK_MAX);
+    if (rc == CAIRN_ENOTFOUND)
+        return failf(cl, rc, "--key-file '%s' does not exist", cl->key_file);
+    if (rc != CAIRN_OK)
+        return failf(cl, rc, "--key-file: %s", cairn_err_msg());
+    if (cairn_csek_validate((*key)->bytes, (*key)->len) != CAIRN_OK) {
+        rc = failf(cl, CAIRN_EINVAL, "%s", cairn_err_msg());
+        cairn_secret_destroy(key);
+        return rc;
+    }
+    return CAIRN_OK;
+}
+
+/* A --ttl of at least 1 s into seconds (0 without the option); on error the exit status. */
+static int parse_ttl(const struct cli *cl, uint64_t *ttl_s)
+{
+    *ttl_s = 0;
+    if (!cl->ttl)
+        return CAIRN_OK;
+    uint64_t ms = 0;
+    int rc = parse_dur(cl, "--ttl", cl->ttl, &ms);
+    if (rc)
+        return rc;
+    if (ms < 1000)
+        return failf(cl, CAIRN_EINVAL, "--ttl '%s': at least 1s", cl->ttl);
+    *ttl_s = (ms + 999) / 1000;
+    return CAIRN_OK;
+}
+
+static int cmd_sandbox_mount(struct cli *cl)
+{
+    int rc = check_cmd(cl, O_KEY_FILE | O_APP | O_REQ_ID, 4, 5);
+    if (rc)
+        return rc;
+    const char *sb = cl->words[2], *path = cl->words[3], *image = cl->nwords > 4 ? cl->words[4] : NULL;
+    struct cairn_secret *key = NULL;
+    struct cairn_client *c = NULL;
+    if ((rc = read_key_file(cl, &key)))
+        return rc;
+    if ((rc = open_client(cl, &c)))
+        goto out;
+    struct job_progress jp;
+    job_progress_start(cl, c, &jp);
+    rc = cairn_sandbox_mount(c, sb, path, image, key ? key->bytes : NULL, key ? key->len : 0, cl->req_id);
+    job_progress_end(&jp);
+    if (rc != CAIRN_OK) {
+        rc = fail(cl, rc);
+        goto out;
+    }
+    if (!cl->json) {
+        printf("%s\n", path);
+        goto out;
+    }
+    struct jw w;
+    jw_init(&w);
+    jw_str(&w, "sandbox", sb);
+    jw_str(&w, "path", path);
+    jw_str_opt(&w, "image", image);
+    jw_bool(&w, "csek", key != NULL);
+    jw_bool(&w, "mounted", true);
+    rc = jw_emit(&w, CAIRN_OK);
+out:
+    cairn_secret_destroy(&key);
+    cairn_client_destroy(&c);
+    return rc;
+}
+
+static int cmd_sandbox_unmount(struct cli *cl)
+{
+    int rc = check_cmd(cl, O_APP | O_REQ_ID, 4, 4);
+    if (rc)
+        return rc;
+    const char *sb = cl->words[2], *path = cl->words[3];
+    struct cairn_client *c = NULL;
+    if ((rc = open_client(cl, &c)))
+        return rc;
+    rc = cairn_sandbox_unmount(c, sb, path, cl->req_id);
+    cairn_client_destroy(&c);
+    if (rc != CAIRN_OK)
+        return fail(cl, rc);
+    if (!cl->json) {
+        printf("%s\n", path);
+        return CAIRN_OK;
+    }
+    struct jw w;
+    jw_init(&w);
+    jw_str(&w, "sandbox", sb);
+    jw_str(&w, "path", path);
+    jw_bool(&w, "unmounted", true);
+    return jw_emit(&w, CAIRN_OK);
+}
+
+static int cmd_sandbox_snapshot_dir(struct cli *cl)
+{
+    int rc = check_cmd(cl, O_KEY_FILE | O_TTL | O_APP | O_REQ_ID, 4, 4);
+    if (rc)
+        return rc;
+    const char *sb = cl->words[2], *path = cl->words[3];
+    uint64_t ttl_s = 0;
+    if ((rc = parse_ttl(cl, &ttl_s)))
+        return rc;
+    struct cairn_secret *key = NULL;
+    struct cairn_client *c = NULL;
+    if ((rc = read_key_file(cl, &key)))
+        return rc;
+    if ((rc = open_client(cl, &c)))
+        goto out;
+    struct job_progress jp;
+    job_progress_start(cl, c, &jp);
+    char id[CAIRN_ID_MAX + 1];
+    rc = cairn_sandbox_snapshot_dir(c, sb, path, key ? key->bytes : NULL, key ? key->len : 0, ttl_s, cl->req_id, id);
+    job_progress_end(&jp);
+    if (rc != CAIRN_OK) {
+        rc = fail(cl, rc);
+        goto out;
+    }
+    if (!cl->json) {
+        printf("%s\n", id);
+        goto out;
+    }
+    struct jw w;
+    jw_init(&w);
+    jw_str(&w, "id", id);
+    jw_str(&w, "sandbox", sb);
+    jw_str(&w, "path", path);
+    jw_str(&w, "encryption", key ? "csek" : "managed");
+    if (ttl_s)
+        jw_u64(&w, "ttl_s", ttl_s);
+    rc = jw_emit(&w, CAIRN_OK);
+out:
+    cairn_secret_destroy(&key);
+    cairn_client_destroy(&c);
+    return rc;
+}
+
+static int cmd_sandbox_snapshot(struct cli *cl)
+{
+    int rc = check_cmd(cl, O_APP | O_REQ_ID, 3, 3);
+    if (rc)
+        return rc;
+    const char *sb = cl->words[2];
+    struct cairn_client *c = NULL;
+    if ((rc = open_client(cl, &c)))
+        return rc;
+    struct job_progress jp;
+    job_progress_start(cl, c, &jp);
+    char id[CAIRN_ID_MAX + 1];
+    rc = cairn_sandbox_snapshot(c, sb, cl->req_id, id);
+    job_progress_end(&jp);
+    cairn_client_destroy(&c);
+    if (rc != CAIRN_OK)
+        return fail(cl, rc);
+    if (!cl->json) {
+        printf("%s\n", id);
+        return CAIRN_OK;
+    }
+    struct jw w;
+    jw_init(&w);
+    jw_str(&w, "id", id);
+    jw_str(&w, "sandbox", sb);
+    return jw_emit(&w, CAIRN_OK);
+}
+
+static int cmd_sandbox_restore(struct cli *cl)
+{
+    int rc = check_cmd(cl, O_COUNT | O_WORKER | O_APP | O_REQ_ID, 3, 3);
+    if (rc)
+        return rc;
+    if (cl->window)
+        return failf(cl, CAIRN_EINVAL, "'%s' takes no --window option; see cairn --help", cl->cmd);
+    size_t count = 1;
+    if (cl->count && (rc = parse_count(cl, "--count", cl->count, RESTORE_COUNT_MAX, &count)))
+        return rc;
+    struct cairn_client *c = NULL;
+    struct cairn_restore_result *r = NULL;
+    if ((rc = open_client(cl, &c)))
+        return rc;
+    struct job_progress jp;
+    job_progress_start(cl, c, &jp);
+    rc = cairn_sandbox_restore(c, cl->words[2], (unsigned)count, cl->worker, cl->req_id, &r);
+    job_progress_end(&jp);
+    cairn_client_destroy(&c);
+    if (rc != CAIRN_OK)
+        return fail(cl, rc);
+    if (!cl->json) {
+        for (size_t i = 0; i < r->n; i++)
+            printf("%s\n", r->ids[i]);
+        cairn_restore_result_free(&r);
+        return CAIRN_OK;
+    }
+    struct jw w;
+    jw_init(&w);
+    jw_str(&w, "id", r->ids[0]);
+    jw_open(&w, "ids", '[');
+    for (size_t i = 0; i < r->n; i++)
+        jw_str(&w, NULL, r->ids[i]);
+    jw_close(&w, '[');
+    jw_open(&w, "workers", '[');
+    for (size_t i = 0; i < r->n; i++)
+        jw_str(&w, NULL, r->workers[i]);
+    jw_close(&w, '[');
+    jw_str(&w, "snapshot", cl->words[2]);
+    jw_str_opt(&w, "job", r->job);
+    cairn_restore_result_free(&r);
+    return jw_emit(&w, CAIRN_OK);
+}
+
+/* The members of a snapshot record (mounts as an array of paths). */
+static void snapshot_fields(struct jw *w, const struct cairn_snapshot_info *s)
+{
+    jw_str(w, "id", s->id);
+    jw_str(w, "sandbox", s->sandbox);
+    jw_str_opt(w, "image", s->image);
+    jw_str_opt(w, "parent", s->parent);
+    jw_str(w, "fingerprint", s->fingerprint);
+    jw_i64(w, "created_at", s->created_at_ns);
+    jw_i64(w, "expires_at", s->expires_at_ns);
+    jw_u64(w, "size", s->size);
+    jw_u64(w, "stored", s->stored);
+    jw_open(w, "mounts", '[');
+    for (size_t i = 0; i < s->nmounts; i++)
+        jw_str(w, NULL, s->mounts[i]);
+    jw_close(w, '[');
+}
+
+static int cmd_snapshot_ls(struct cli *cl)
+{
+    int rc = check_cmd(cl, O_APP, 2, 2);
+    if (rc)
+        return rc;
+    struct cairn_client *c = NULL;
+    struct cairn_snapshot_list *l = NULL;
+    if ((rc = open_client(cl, &c)))
+        return rc;
+    rc = cairn_snapshot_ls(c, &l);
+    if (rc != CAIRN_OK) {
+        rc = fail(cl, rc);
+    } else if (cl->json) {
+        struct jw w;
+        jw_init(&w);
+        jw_open(&w, "snapshots", '[');
+        for (size_t i = 0; i < l->n; i++) {
+            jw_open(&w, NULL, '{');
+            snapshot_fields(&w, &l->snapshots[i]);
+            jw_close(&w, '}');
+        }
+        jw_close(&w, '[');
+        rc = jw_emit(&w, CAIRN_OK);
+    } else {
+        printf("%-19s  %-19s  %10s  %6s  %-20s  %-20s  %s\n", "ID", "SANDBOX", "SIZE", "MOUNTS", "CREATED", "EXPIRES",
+               "PARENT");
+        for (size_t i = 0; i < l->n; i++) {
+            const struct cairn_snapshot_info *sn = &l->snapshots[i];
+            char size[32], created[32], expires[32];
+            fmt_bytes(size, sizeof(size), sn->size);
+            fmt_time(created, sizeof(created), sn->created_at_ns);
+            fmt_time(expires, sizeof(expires), sn->expires_at_ns);
+            printf("%-19s  %-19s  %10s  %6zu  %-20s  %-20s  %s\n", sn->id, sn->sandbox, size, sn->nmounts, created,
+                   expires, sn->parent[0] ? sn->parent : "-");
+        }
+    }
+    cairn_snapshot_list_free(&l);
+    cairn_client_destroy(&c);
+    return rc;
+}
+
+static int cmd_snapshot_show(struct cli *cl)
+{
+    int rc = check_cmd(cl, O_APP, 3, 3);
+    if (rc)
+        return rc;
+    struct cairn_client *c = NULL;
+    struct cairn_snapshot_info *sn = NULL;
+    if ((rc = open_client(cl, &c)))
+        return rc;
+    rc = cairn_snapshot_show(c, cl->words[2], &sn);
+    if (rc != CAIRN_OK) {
+        rc = fail(cl, rc);
+    } else if (cl->json) {
+        struct jw w;
+        jw_init(&w);
+        snapshot_fields(&w, sn);
+        rc = jw_emit(&w, CAIRN_OK);
+    } else {
+        char t[40], size[32], stored[32];
+        fmt_bytes(size, sizeof(size), sn->size);
+        fmt_bytes(stored, sizeof(stored), sn->stored);
+        printf("id:          %s\n", sn->id);
+        printf("sandbox:     %s\n", sn->sandbox);
+        printf("image:       %s\n", sn->image[0] ? sn->image : "-");
+        printf("parent:      %s\n", sn->parent[0] ? sn->parent : "-");
+        printf("fingerprint: %s\n", sn->fingerprint[0] ? sn->fingerprint : "-");
+        fmt_time(t, sizeof(t), sn->created_at_ns);
+        printf("created:     %s\n", t);
+        fmt_time(t, sizeof(t), sn->expires_at_ns);
+        printf("expires:     %s\n", t);
+        printf("size:        %s (%" PRIu64 " bytes)\n", size, sn->size);
+        printf("stored:      %s\n", stored);
+        printf("mounts:      %s", sn->nmounts ? "" : "-");
+        for (size_t i = 0; i < sn->nmounts; i++)
+            printf("%s%s", i ? " " : "", sn->mounts[i]);
+        printf("\n");
+    }
+    cairn_snapshot_info_free(&sn);
+    cairn_client_destroy(&c);
+    return rc;
+}
+
+static int cmd_snapshot_rm(struct cli *cl)
+{
+    int rc = check_cmd(cl, O_APP, 3, 3);
+    if (rc)
+        return rc;
+    struct cairn_client *c = NULL;
+    if ((rc = open_client(cl, &c)))
+        return rc;
+    rc = cairn_snapshot_rm(c, cl->words[2]);
+    cairn_client_destroy(&c);
+    if (rc != CAIRN_OK)
+        return fail(cl, rc);
+    if (!cl->json) {
+        printf("%s\n", cl->words[2]);
+        return CAIRN_OK;
+    }
+    struct jw w;
+    jw_init(&w);
+    jw_str(&w, "id", cl->words[2]);
+    jw_bool(&w, "removed", true);
+    return jw_emit(&w, CAIRN_OK);
+}
+
+/* ---- main ------------------------------------------------------------------------------------ */
 
 struct command {
     const char *name; /* "image import" */
@@ -1513,6 +1968,14 @@ static const struct command commands[] = {
     {"sandbox snapshot-fs", cmd_sandbox_snapshot_fs, false},
     {"sandbox ls", cmd_sandbox_ls, false},
     {"sandbox terminate", cmd_sandbox_terminate, false},
+    {"sandbox mount", cmd_sandbox_mount, false},
+    {"sandbox unmount", cmd_sandbox_unmount, false},
+    {"sandbox snapshot-dir", cmd_sandbox_snapshot_dir, false},
+    {"sandbox snapshot", cmd_sandbox_snapshot, false},
+    {"sandbox restore", cmd_sandbox_restore, false},
+    {"snapshot ls", cmd_snapshot_ls, false},
+    {"snapshot show", cmd_snapshot_show, false},
+    {"snapshot rm", cmd_snapshot_rm, false},
 };
 
 /* Without a command that takes one, the words after `--` are plain arguments (values starting with '-'). */
@@ -1561,16 +2024,7 @@ int main(int argc, char **argv)
         snprintf(cl.cmd, sizeof(cl.cmd), "admin clock advance");
         rc = cmd_clock_advance(&cl);
     } else {
-        rc = CAIRN_EINVAL;
-        for (size_t i = 0; i < CAIRN_ARRAY_LEN(later_cmds); i++)
-            if (!strcmp(cl.cmd, later_cmds[i]))
-                rc = CAIRN_EUNSUPPORTED;
-        if (!strcmp(w0, "snapshot")) /* memory snapshots: a later issue */
-            rc = CAIRN_EUNSUPPORTED;
-        if (rc == CAIRN_EUNSUPPORTED)
-            rc = failf(&cl, rc, "'%s' is not implemented yet", cl.cmd);
-        else
-            rc = failf(&cl, rc, "unknown command '%s'; see cairn --help", cl.cmd);
+        rc = failf(&cl, CAIRN_EINVAL, "unknown command '%s'; see cairn --help", cl.cmd);
     }
 out:
     cairn_params_destroy(&cl.params);

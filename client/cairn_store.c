@@ -10,6 +10,12 @@
  *   cairn-store ls STORE                        one line per snapshot
  *   cairn-store verify STORE                    keyless scrub of every chunk + every snapshot's manifest
  *                                               and chunk references
+ *   cairn-store chunks DIR                      one line "<domain hex> <chunk id hex>" per stored chunk,
+ *                                               sorted; DIR is a worker's data dir (its DIR/chunks), a
+ *                                               cairn-store STORE (STORE/db) or a RocksDB dir. Opens it
+ *                                               read-only (no lock, no key needed), so it works while the
+ *                                               worker runs: what tests use to see which chunks a worker
+ *                                               holds (docs/internals/snapshots.md).
  * Options: --app A (managed domain, default "default"), --threads N, --level L (zstd),
  *          --overlay (treat SRC/DEST as an overlayfs upper dir), --json, --quiet.
  *
@@ -78,6 +84,7 @@ static void usage(FILE *f)
           "       cairn-store restore STORE ID DEST [--app A] [--threads N] [--overlay]\n"
           "       cairn-store ls STORE\n"
           "       cairn-store verify STORE\n"
+          "       cairn-store chunks DIR       (a worker's data dir, a STORE or a RocksDB dir; read-only)\n"
           "common options: --json (one JSON object on stdout), --quiet (no summary on stderr)\n",
           f);
 }
@@ -689,6 +696,116 @@ static int cmd_verify(const struct opts *o, const char *dir)
     return CAIRN_OK;
 }
 
+/* ---- chunks: list a chunk store read-only ---- */
+
+struct chunk_list {
+    uint8_t (*keys)[CAIRN_STORE_CHUNK_KEY_BYTES];
+    size_t n, cap;
+    uint64_t other_keys; /* 'c' keys of another length (none expected) */
+};
+
+static bool is_kv_dir(const char *dir)
+{
+    char p[4096];
+    struct stat st;
+    return (size_t)snprintf(p, sizeof(p), "%s/CURRENT", dir) < sizeof(p) && stat(p, &st) == 0;
+}
+
+/* The RocksDB dir behind DIR: DIR/chunks (a worker's data dir), DIR/db (a cairn-store store), or DIR itself. */
+static int chunks_db_path(const char *dir, char *out, size_t n)
+{
+    static const char *const subs[] = {"chunks", "db"};
+    for (size_t i = 0; i < CAIRN_ARRAY_LEN(subs); i++) {
+        if ((size_t)snprintf(out, n, "%s/%s", dir, subs[i]) >= n)
+            return cairn_err_set(CAIRN_ETOOBIG, "path too long: '%s'", dir);
+        if (is_kv_dir(out))
+            return CAIRN_OK;
+    }
+    if (is_kv_dir(dir)) {
+        if ((size_t)snprintf(out, n, "%s", dir) >= n)
+            return cairn_err_set(CAIRN_ETOOBIG, "path too long: '%s'", dir);
+        return CAIRN_OK;
+    }
+    return cairn_err_set(CAIRN_ENOTFOUND,
+                         "'%s' holds no chunk store (looked for %s/chunks, %s/db and a RocksDB dir at %s)", dir, dir,
+                         dir, dir);
+}
+
+static int chunks_read(const char *db, struct chunk_list *l)
+{
+    struct cairn_kv *kv = NULL;
+    struct cairn_kv_iter *it = NULL;
+    uint8_t prefix = 'c';
+    l->n = 0;
+    l->other_keys = 0;
+    int rc = cairn_kv_open_readonly(&kv, db);
+    if (rc == CAIRN_OK)
+        rc = cairn_kv_iter_new_unverified(kv, &prefix, 1, &it); /* keys only: values are not judged here */
+    while (rc == CAIRN_OK) {
+        const uint8_t *k, *v;
+        size_t kl, vl;
+        bool done;
+        rc = cairn_kv_iter_next(it, &k, &kl, &v, &vl, &done);
+        if (rc != CAIRN_OK || done)
+            break;
+        if (kl != CAIRN_STORE_CHUNK_KEY_BYTES) {
+            l->other_keys++;
+            continue;
+        }
+        rc = cairn_array_grow((void **)&l->keys, &l->cap, l->n + 1, sizeof(*l->keys));
+        if (rc == CAIRN_OK)
+            memcpy(l->keys[l->n++], k, CAIRN_STORE_CHUNK_KEY_BYTES);
+    }
+    cairn_kv_iter_destroy(&it);
+    cairn_kv_close(&kv);
+    return rc;
+}
+
+static int cmd_chunks(const struct opts *o, const char *dir)
+{
+    char db[4096];
+    struct chunk_list l = {0};
+    CAIRN_FORWARD_IF_ERROR(chunks_db_path(dir, db, sizeof(db)));
+    /*
+     * The owner of the store may compact or collect blob files between our open and our reads: such a
+     * read fails with an IO error naming a file that is gone. A fresh open sees the new file set, so retry.
+     */
+    int rc = CAIRN_OK;
+    for (int attempt = 0; attempt < 5; attempt++) {
+        rc = chunks_read(db, &l);
+        if (rc != CAIRN_EIO)
+            break;
+        struct timespec ts = {0, 200 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    if (rc == CAIRN_OK) {
+        /* RocksDB's order is bytewise, so the lines come out sorted by domain, then chunk id */
+        char dh[2 * CAIRN_DOMAIN_ID_BYTES + 1], ch[2 * CAIRN_CHUNK_ID_BYTES + 1];
+        size_t domains = 0;
+        if (o->json)
+            printf("{\"chunks\": [");
+        for (size_t i = 0; i < l.n; i++) {
+            const uint8_t *k = l.keys[i];
+            if (i == 0 || memcmp(k + 1, l.keys[i - 1] + 1, CAIRN_DOMAIN_ID_BYTES) != 0)
+                domains++;
+            cairn_hex_encode(dh, k + 1, CAIRN_DOMAIN_ID_BYTES);
+            cairn_hex_encode(ch, k + 1 + CAIRN_DOMAIN_ID_BYTES, CAIRN_CHUNK_ID_BYTES);
+            if (o->json)
+                printf("%s{\"domain\": \"%s\", \"id\": \"%s\"}", i ? ", " : "", dh, ch);
+            else
+                printf("%s %s\n", dh, ch);
+        }
+        if (o->json)
+            printf("], \"count\": %zu, \"domains\": %zu}\n", l.n, domains);
+        else if (!o->quiet)
+            fprintf(stderr, "chunks: %zu chunks in %zu domains in %s\n", l.n, domains, db);
+        if (l.other_keys)
+            cairn_warn("%s: %" PRIu64 " chunk keys of an unexpected length were left out", db, l.other_keys);
+    }
+    cairn_free(l.keys);
+    return rc;
+}
+
 static int parse_uint(const char *flag, const char *s, long min, long max, long *out)
 {
     char *end;
@@ -753,7 +870,7 @@ int main(int argc, char **argv)
         return fail(&o, CAIRN_EINTERNAL);
 
     const char *cmd = pos[0];
-    int want = !strcmp(cmd, "init") || !strcmp(cmd, "ls") || !strcmp(cmd, "verify") ? 2
+    int want = !strcmp(cmd, "init") || !strcmp(cmd, "ls") || !strcmp(cmd, "verify") || !strcmp(cmd, "chunks") ? 2
                : !strcmp(cmd, "capture")                                          ? 3
                : !strcmp(cmd, "restore")                                          ? 4
                                                                                   : -1;
@@ -773,6 +890,8 @@ int main(int argc, char **argv)
         rc = cmd_restore(&o, pos[1], pos[2], pos[3]);
     else if (!strcmp(cmd, "ls"))
         rc = cmd_ls(&o, pos[1]);
+    else if (!strcmp(cmd, "chunks"))
+        rc = cmd_chunks(&o, pos[1]);
     else
         rc = cmd_verify(&o, pos[1]);
     return rc == CAIRN_OK ? 0 : fail(&o, rc);

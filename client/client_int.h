@@ -37,6 +37,8 @@ struct cairn_client {
     const char *admin_hint;
     unsigned timeout_ms;
     bool reached; /* a reply has come back on this socket: the coordinator knows us */
+    cairn_progress_fn progress; /* cairn_client_progress_set: long sandbox jobs report here */
+    void *progress_arg;
     uint64_t next_rid;
     struct cairn__pending *pend;
     size_t npend, cappend;
@@ -71,15 +73,35 @@ int cairn__job_from_reply(const struct cairn_msg *m, struct cairn_job **out);
 /*
  * Send a request that starts a job (its wait_ms field, if any, set by the
  * caller to req_wait_ms), then long-poll job.get until the job finished.
- * progress (may be NULL) sees the job's done/total as stage "import"; with it
- * the polls are short (1 s). On CAIRN_OK *job is the final state and *final
+ * progress (may be NULL) sees the job's done/total as `stage` (a static
+ * string: "import", "snapshot-dir", ...); with it the polls are short (1 s). On CAIRN_OK *job is the final state and *final
  * the last reply (read its "result" map); the caller frees both. A job that
  * failed is still CAIRN_OK here: look at (*job)->state.
  */
-int cairn__job_run(struct cairn_client *c, struct cairn_msg **req, unsigned req_wait_ms, cairn_progress_fn progress,
-                   void *progress_arg, struct cairn_job **job, struct cairn_msg **final);
+int cairn__job_run(struct cairn_client *c, struct cairn_msg **req, unsigned req_wait_ms, const char *stage,
+                   cairn_progress_fn progress, void *progress_arg, struct cairn_job **job, struct cairn_msg **final);
 /* A finished job's failure as the call's error (its code and message), else CAIRN_OK. */
 int cairn__job_err(const struct cairn_job *j, const char *what);
+
+/* ---- libcairn_sandbox.c: helpers of the sandbox calls ---- */
+/* EINVAL unless id is 1..CAIRN_ID_MAX bytes (what names the call). */
+int cairn__check_id(const char *what, const char *id);
+/* EINVAL unless req_id is NULL or 1..64 bytes. */
+int cairn__check_req_id(const char *req_id);
+/* A new app request of type t with the app and token on it, or NULL with the error in *rc. */
+struct cairn_msg *cairn__app_req(struct cairn_client *c, enum cairn_msg_type t, const char *what, int *rc);
+/* req_id, or a fresh "rq-" id when NULL. */
+void cairn__set_req_id(struct cairn_msg *m, const char *req_id);
+/* A string of a job's final reply's result map: key k1, else k2 (may be NULL); "" when neither. */
+void cairn__result_str(const struct cairn_msg *rep, const char *k1, const char *k2, char *out, size_t cap);
+/*
+ * Run a job-starting request (takes *req) to its end, with wait_ms set and the
+ * client's progress callback (stage = what without "sandbox "). A failed job
+ * is the error (its code and message). *job and *final (may be NULL) are the
+ * caller's on CAIRN_OK.
+ */
+int cairn__run_job(struct cairn_client *c, struct cairn_msg **req, const char *what, struct cairn_job **job,
+                   struct cairn_msg **final);
 
 /* Copy a str value into a fixed buffer ("" when absent or not a string). */
 void cairn__copy_str(const struct cairn_mval *v, char *out, size_t cap);

@@ -370,6 +370,12 @@ out:
 
 const char *cairn_client_endpoint(const struct cairn_client *c) { return c->endpoint; }
 
+void cairn_client_progress_set(struct cairn_client *c, cairn_progress_fn fn, void *arg)
+{
+    c->progress = fn;
+    c->progress_arg = fn ? arg : NULL;
+}
+
 void cairn_client_timeout_set(struct cairn_client *c, unsigned timeout_ms)
 {
     c->timeout_ms = timeout_ms ? timeout_ms : CAIRN_CLIENT_TIMEOUT_MS;
@@ -1456,8 +1462,8 @@ void cairn__gen_id(char *out, const char *prefix)
 
 #define PROGRESS_POLL_MS 1000u
 
-int cairn__job_run(struct cairn_client *c, struct cairn_msg **req, unsigned req_wait_ms, cairn_progress_fn progress,
-                   void *progress_arg, struct cairn_job **job, struct cairn_msg **final)
+int cairn__job_run(struct cairn_client *c, struct cairn_msg **req, unsigned req_wait_ms, const char *stage,
+                   cairn_progress_fn progress, void *progress_arg, struct cairn_job **job, struct cairn_msg **final)
 {
     *job = NULL;
     *final = NULL;
@@ -1468,7 +1474,7 @@ int cairn__job_run(struct cairn_client *c, struct cairn_msg **req, unsigned req_
         rc = job_from_reply(rep, &j);
     while (rc == CAIRN_OK && !cairn_job_finished(j)) {
         if (progress)
-            progress(progress_arg, "import", j->done, j->total);
+            progress(progress_arg, stage, j->done, j->total);
         unsigned step = progress ? PROGRESS_POLL_MS : WAIT_STEP_MS;
         struct cairn_msg *get = NULL, *next = NULL;
         rc = build_get(c, j->id, step, &get);
@@ -1492,7 +1498,7 @@ int cairn__job_run(struct cairn_client *c, struct cairn_msg **req, unsigned req_
         return rc;
     }
     if (progress && j->state == CAIRN_JOB_SUCCEEDED && (j->done || j->total))
-        progress(progress_arg, "import", j->total ? j->total : j->done, j->total);
+        progress(progress_arg, stage, j->total ? j->total : j->done, j->total);
     *job = j;
     *final = rep;
     return CAIRN_OK;

@@ -426,7 +426,7 @@ static int image_import(struct cairn_client *c, const char *path, const struct c
         cairn_msg_set_str(get, "job", j->id);
         cairn_msg_set_u64(get, "wait_ms", u.progress ? 1000 : 600000);
         cairn_job_free(&j);
-        rc = cairn__job_run(c, &get, u.progress ? 1000 : 600000, u.progress, u.progress_arg, &j, &final);
+        rc = cairn__job_run(c, &get, u.progress ? 1000 : 600000, "import", u.progress, u.progress_arg, &j, &final);
         if (rc != CAIRN_OK)
             goto out;
     }

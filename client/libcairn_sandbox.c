@@ -1,7 +1,9 @@
 /*
  * libcairn_sandbox.c: the sandbox calls of libcairn (cairn/cairn.h
  * "sandboxes"): create, exec (collected and streamed), snapshot-fs, ls,
- * terminate. docs/internals/sandboxes.md is the agreement behind them.
+ * terminate. docs/internals/sandboxes.md is the agreement behind them. The
+ * job helpers here (run_job & co.) are shared with libcairn_snapshot.c
+ * (mounts, directory and memory snapshots) through client_int.h.
  *
  * - create, snapshot-fs and terminate start jobs: the request asks the
  *   coordinator to wait (wait_ms), and job.get long-polls until the job has
@@ -29,6 +31,7 @@
 #include <stdio.h>
 
 #define JOB_WAIT_MS 600000u     /* what a job-starting request asks the coordinator to wait */
+#define PROGRESS_WAIT_MS 1000u  /* the same with a progress callback: report once a second */
 #define EXEC_SLACK_MS 5000u     /* beyond the command's timeout: the kill and the reply's trip */
 #define EXEC_NO_LIMIT_MS 86400000u /* a collected exec without a timeout waits up to a day */
 #define PROBE_AFTER_MS 30000u   /* silence on a stream before checking the coordinator */
@@ -85,14 +88,19 @@ static void result_str(const struct cairn_msg *rep, const char *k1, const char *
         cairn__copy_str(cairn_mval_get(res, k2), out, cap);
 }
 
-/* Run a job-starting request to the end; a failed job is the error. *final (may be NULL) gets the last reply. */
+/*
+ * Run a job-starting request to the end; a failed job is the error. *final (may be NULL) gets the last reply.
+ * what is "sandbox <stage>"; the client's progress callback, if any, sees the job as <stage>.
+ */
 static int run_job(struct cairn_client *c, struct cairn_msg **req, const char *what, struct cairn_job **job,
                    struct cairn_msg **final)
 {
     struct cairn_job *j = NULL;
     struct cairn_msg *rep = NULL;
-    cairn_msg_set_u64(*req, "wait_ms", JOB_WAIT_MS);
-    int rc = cairn__job_run(c, req, JOB_WAIT_MS, NULL, NULL, &j, &rep);
+    const char *stage = !strncmp(what, "sandbox ", 8) ? what + 8 : what;
+    unsigned wait = c->progress ? PROGRESS_WAIT_MS : JOB_WAIT_MS;
+    cairn_msg_set_u64(*req, "wait_ms", wait);
+    int rc = cairn__job_run(c, req, wait, stage, c->progress, c->progress_arg, &j, &rep);
     if (rc == CAIRN_OK)
         rc = cairn__job_err(j, what);
     if (rc != CAIRN_OK) {
@@ -133,6 +141,24 @@ static int check_env(const char *const *env, size_t n)
     return CAIRN_OK;
 }
 
+/* The helpers above, for libcairn_snapshot.c (client_int.h). */
+int cairn__check_id(const char *what, const char *id) { return check_id(what, id); }
+int cairn__check_req_id(const char *req_id) { return check_req_id(req_id); }
+struct cairn_msg *cairn__app_req(struct cairn_client *c, enum cairn_msg_type t, const char *what, int *rc)
+{
+    return app_req(c, t, what, rc);
+}
+void cairn__set_req_id(struct cairn_msg *m, const char *req_id) { set_req_id(m, req_id); }
+void cairn__result_str(const struct cairn_msg *rep, const char *k1, const char *k2, char *out, size_t cap)
+{
+    result_str(rep, k1, k2, out, cap);
+}
+int cairn__run_job(struct cairn_client *c, struct cairn_msg **req, const char *what, struct cairn_job **job,
+                   struct cairn_msg **final)
+{
+    return run_job(c, req, what, job, final);
+}
+
 /* ---- create ---------------------------------------------------------------------------------- */
 
 static int sandbox_create(struct cairn_client *c, const struct cairn_sandbox_opts *o, struct cairn_sandbox_ref *out)
@@ -144,6 +170,9 @@ static int sandbox_create(struct cairn_client *c, const struct cairn_sandbox_opt
     int rc = check_req_id(o->req_id);
     if (rc == CAIRN_OK && o->gpu > 16)
         rc = cairn_err_set(CAIRN_EINVAL, "sandbox create: at most 16 GPUs (asked %u)", o->gpu);
+    /* the coordinator refuses it too (snapshots.md); saying so here needs no round trip */
+    if (rc == CAIRN_OK && o->enable_snapshot && o->gpu > 0)
+        rc = cairn_err_set(CAIRN_EINVAL, "sandboxes with snapshots enabled cannot have GPUs");
     if (rc == CAIRN_OK && o->worker)
         rc = check_id("sandbox create: worker", o->worker);
     if (rc == CAIRN_OK && o->workdir && (o->workdir[0] != '/' || strlen(o->workdir) > 4096))
@@ -571,16 +600,28 @@ int cairn_sandbox_terminate(struct cairn_client *c, const char *sb, const char *
 
 /* ---- ls -------------------------------------------------------------------------------------- */
 
+static void sandbox_info_clear(struct cairn_sandbox_info *sb)
+{
+    for (size_t i = 0; i < sb->nmounts; i++)
+        cairn_free(sb->mounts[i].path);
+    cairn_free(sb->mounts);
+    sb->mounts = NULL;
+    sb->nmounts = 0;
+}
+
 void cairn_sandbox_list_free(struct cairn_sandbox_list **l)
 {
     if (!l || !*l)
         return;
+    for (size_t i = 0; i < (*l)->n; i++)
+        sandbox_info_clear(&(*l)->sandboxes[i]);
     cairn_free((*l)->sandboxes);
     cairn_free(*l);
     *l = NULL;
 }
 
-static void sandbox_from_rec(const struct cairn_mval *r, struct cairn_sandbox_info *sb)
+/* A SANDBOX record into sb; on error sb holds nothing to free. */
+static int sandbox_from_rec(const struct cairn_mval *r, struct cairn_sandbox_info *sb)
 {
     memset(sb, 0, sizeof(*sb));
     cairn__copy_str(cairn_mval_get(r, "id"), sb->id, sizeof(sb->id));
@@ -593,6 +634,34 @@ static void sandbox_from_rec(const struct cairn_mval *r, struct cairn_sandbox_in
     if (es)
         cairn_mval_bool(es, &sb->enable_snapshot);
     sb->gpu = (unsigned)cairn__get_u64(cairn_mval_get(r, "gpu"));
+    const struct cairn_mval *mounts = cairn_mval_get(r, "mounts");
+    size_t n = mounts && cairn_mval_kind(mounts) == CAIRN_MV_ARRAY ? cairn_mval_len(mounts) : 0;
+    if (n == 0)
+        return CAIRN_OK;
+    sb->mounts = cairn_calloc(n, sizeof(*sb->mounts));
+    if (!sb->mounts)
+        return cairn_err_set(CAIRN_ENOMEM, "sandbox %s: out of memory for %zu mounts", sb->id, n);
+    for (size_t i = 0; i < n; i++) {
+        const struct cairn_mval *m = cairn_mval_at(mounts, i);
+        const char *p = "";
+        size_t len = 0;
+        if (cairn_mval_str(cairn_mval_get(m, "path"), &p, &len) != CAIRN_OK) {
+            p = "";
+            len = 0;
+        }
+        struct cairn_mount_info *mi = &sb->mounts[i];
+        mi->path = cairn_strndup(p, len);
+        if (!mi->path) {
+            sandbox_info_clear(sb);
+            return cairn_err_set(CAIRN_ENOMEM, "sandbox %s: out of memory for its mounts", sb->id);
+        }
+        sb->nmounts = i + 1;
+        cairn__copy_str(cairn_mval_get(m, "image"), mi->image, sizeof(mi->image));
+        const struct cairn_mval *cs = cairn_mval_get(m, "csek");
+        if (cs)
+            cairn_mval_bool(cs, &mi->csek);
+    }
+    return CAIRN_OK;
 }
 
 static int sandbox_ls(struct cairn_client *c, bool all, struct cairn_sandbox_list **out)
@@ -623,12 +692,15 @@ static int sandbox_ls(struct cairn_client *c, bool all, struct cairn_sandbox_lis
             rc = cairn_err_set(CAIRN_ENOMEM, "sandbox ls: out of memory for %zu sandboxes", l->n + n);
             break;
         }
-        for (size_t i = 0; i < n; i++)
-            sandbox_from_rec(cairn_mval_at(arr, i), &l->sandboxes[l->n++]);
+        for (size_t i = 0; rc == CAIRN_OK && i < n; i++) {
+            rc = sandbox_from_rec(cairn_mval_at(arr, i), &l->sandboxes[l->n]);
+            if (rc == CAIRN_OK)
+                l->n++;
+        }
         char next[CAIRN_ID_MAX + 1];
         cairn__copy_str(cairn_msg_get(rep, "next"), next, sizeof(next));
         cairn_msg_destroy(&rep);
-        if (!next[0] || n == 0 || !strcmp(next, after))
+        if (rc != CAIRN_OK || !next[0] || n == 0 || !strcmp(next, after))
             break;
         snprintf(after, sizeof(after), "%s", next);
     }

@@ -22,6 +22,11 @@
  *   mapped: "Corruption" -> ECORRUPT, the LOCK file held -> EBUSY, "NotFound" /
  *   "does not exist" -> ENOTFOUND, anything else -> EIO. They are freed here,
  *   and corruption and IO failures are logged once (warn) as they are mapped.
+ * - cairn_kv_open_readonly() is RocksDB's read-only mode: no LOCK taken, so a
+ *   tool can list a store a running daemon holds (cairn-store chunks). It sees
+ *   the SST and blob files of the MANIFEST plus the WAL replayed into memory at
+ *   the open, and writes nothing into the directory (no flush at close; writes
+ *   are refused here with EINVAL before RocksDB sees them).
  */
 #include "cairn/kv.h"
 #include "cairn/alloc.h"
@@ -29,6 +34,9 @@
 #include "cairn/log.h"
 
 #include <rocksdb/c.h>
+
+#include <errno.h>
+#include <sys/stat.h>
 
 #define KV_MIN_BLOB_SIZE 4096
 #define KV_WRITE_BUFFER (64u << 20)
@@ -40,6 +48,7 @@ struct cairn_kv {
     rocksdb_readoptions_t *ropts;
     rocksdb_writeoptions_t *wopts;
     char *path;
+    bool readonly;
 };
 
 struct cairn_kv_batch {
@@ -83,7 +92,7 @@ static int kv_error(char *errptr, const char *what, const char *path)
     return code;
 }
 
-int cairn_kv_open(struct cairn_kv **out, const char *path, bool create)
+static int kv_open(struct cairn_kv **out, const char *path, bool create, bool readonly)
 {
     *out = NULL;
     int rc = CAIRN_OK;
@@ -120,7 +129,11 @@ int cairn_kv_open(struct cairn_kv **out, const char *path, bool create)
     rocksdb_readoptions_set_verify_checksums(kv->ropts, 1);
     rocksdb_writeoptions_set_sync(kv->wopts, 0);
 
-    kv->db = rocksdb_open(opts, path, &err);
+    kv->readonly = readonly;
+    if (readonly)
+        kv->db = rocksdb_open_for_read_only(opts, path, 0 /* a WAL is expected: the writer may be running */, &err);
+    else
+        kv->db = rocksdb_open(opts, path, &err);
     if (err || !kv->db) {
         rc = kv_error(err, "open kv store", path);
         goto out;
@@ -134,12 +147,42 @@ out:
     return rc;
 }
 
+int cairn_kv_open(struct cairn_kv **out, const char *path, bool create)
+{
+    return kv_open(out, path, create, false);
+}
+
+int cairn_kv_open_readonly(struct cairn_kv **out, const char *path)
+{
+    /* RocksDB reports a missing database here as an IO error on CURRENT: say "does not exist" like cairn_kv_open */
+    *out = NULL;
+    struct stat st;
+    size_t n = strlen(path);
+    char *current = cairn_malloc(n + sizeof("/CURRENT"));
+    if (!current)
+        return cairn_err_set(CAIRN_ENOMEM, "out of memory opening kv store '%s'", path);
+    memcpy(current, path, n);
+    memcpy(current + n, "/CURRENT", sizeof("/CURRENT"));
+    int found = stat(current, &st);
+    int err = errno;
+    cairn_free(current);
+    if (found != 0 && err == ENOENT)
+        return cairn_err_set(CAIRN_ENOTFOUND, "kv store '%s' does not exist", path);
+    return kv_open(out, path, false, true);
+}
+
+/* Writes on a read-only kv are refused here, so the caller gets a clear message (RocksDB's is "Not implemented"). */
+static int kv_refuse_readonly(const struct cairn_kv *kv, const char *what)
+{
+    return cairn_err_set(CAIRN_EINVAL, "cannot %s kv store '%s': it is open read-only", what, kv->path);
+}
+
 void cairn_kv_close(struct cairn_kv **kvp)
 {
     if (!kvp || !*kvp)
         return;
     struct cairn_kv *kv = *kvp;
-    if (kv->db) {
+    if (kv->db && !kv->readonly) {
         /* flush the memtable so the data sits in SST and blob files, not only in the WAL */
         rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
         char *err = NULL;
@@ -149,8 +192,9 @@ void cairn_kv_close(struct cairn_kv **kvp)
             rocksdb_flushoptions_destroy(fo);
         }
         rocksdb_free(err); /* best effort: the WAL still holds everything */
-        rocksdb_close(kv->db);
     }
+    if (kv->db)
+        rocksdb_close(kv->db);
     if (kv->ropts)
         rocksdb_readoptions_destroy(kv->ropts);
     if (kv->wopts)
@@ -162,6 +206,8 @@ void cairn_kv_close(struct cairn_kv **kvp)
 
 int cairn_kv_put(struct cairn_kv *kv, const void *key, size_t klen, const void *val, size_t vlen)
 {
+    if (kv->readonly)
+        return kv_refuse_readonly(kv, "put into");
     char *err = NULL;
     rocksdb_put(kv->db, kv->wopts, key, klen, val, vlen, &err);
     if (err)
@@ -225,6 +271,8 @@ int cairn_kv_has(struct cairn_kv *kv, const void *key, size_t klen, bool *found)
 
 int cairn_kv_delete(struct cairn_kv *kv, const void *key, size_t klen)
 {
+    if (kv->readonly)
+        return kv_refuse_readonly(kv, "delete from");
     char *err = NULL;
     rocksdb_delete(kv->db, kv->wopts, key, klen, &err);
     if (err)
@@ -234,6 +282,8 @@ int cairn_kv_delete(struct cairn_kv *kv, const void *key, size_t klen)
 
 int cairn_kv_sync(struct cairn_kv *kv)
 {
+    if (kv->readonly)
+        return CAIRN_OK; /* nothing was written */
     char *err = NULL;
     rocksdb_flush_wal(kv->db, 1, &err);
     if (err)
@@ -274,6 +324,10 @@ size_t cairn_kv_batch_count(const struct cairn_kv_batch *b)
 
 int cairn_kv_batch_commit(struct cairn_kv *kv, struct cairn_kv_batch *b)
 {
+    if (kv->readonly) {
+        rocksdb_writebatch_clear(b->wb);
+        return kv_refuse_readonly(kv, "write batch to");
+    }
     char *err = NULL;
     rocksdb_write(kv->db, kv->wopts, b->wb, &err);
     /* cleared either way (kv.h): a failed write leaves RocksDB in an error state, a retry needs a new batch */

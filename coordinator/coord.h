@@ -15,6 +15,9 @@
  *   coord_images.c      images, the name index, image.import uploads, upload.read (issue 4)
  *   coord_sandboxes.c   sandboxes, the typed sandbox jobs and what their ends do (issue 4)
  *   coord_exec.c        sandbox.exec / sandbox.exec.stream and job.output (issue 4)
+ *   coord_mounts.c      sandbox.mount / unmount / snapshot-dir, CSEK keys and DEKs (issue 5)
+ *   coord_retention.c   expiry, the sweeper, job.refs, garbage collection (issue 5)
+ *   coord_snapshots.c   memory snapshots, restore groups, snapshot.ls/show/rm (issue 6)
  *   coord_main.c        the cairn-coordinator executable
  *
  * Threads: one. Everything here runs on the poll loop's thread; no locks.
@@ -57,13 +60,34 @@ enum coord_kind {
     COORD_KIND_SBX_EXEC,      /* sandbox-exec */
     COORD_KIND_SBX_TERMINATE, /* sandbox-terminate */
     COORD_KIND_SNAPSHOT_FS,   /* snapshot-fs */
+    /* issue 5 (coordinator-5): mounts, directory snapshots, garbage collection */
+    COORD_KIND_SBX_MOUNT,     /* sandbox-mount */
+    COORD_KIND_SBX_UNMOUNT,   /* sandbox-unmount */
+    COORD_KIND_SNAPSHOT_DIR,  /* snapshot-dir */
+    COORD_KIND_DELETE_CHUNKS, /* delete-chunks */
+    /* issue 6 (coordinator-6): memory snapshots and restores (coord_snapshots.c) */
+    COORD_KIND_SBX_SNAPSHOT,  /* sandbox-snapshot */
+    COORD_KIND_SBX_RESTORE,   /* sandbox-restore: one clone */
+    COORD_KIND_RESTORE,       /* restore: the group job of a sandbox.restore, run by the coordinator itself */
 };
 #define COORD_KIND_IMPORT_S "image-import"
 #define COORD_KIND_SBX_CREATE_S "sandbox-create"
 #define COORD_KIND_SBX_EXEC_S "sandbox-exec"
 #define COORD_KIND_SBX_TERMINATE_S "sandbox-terminate"
 #define COORD_KIND_SNAPSHOT_FS_S "snapshot-fs"
+#define COORD_KIND_SBX_MOUNT_S "sandbox-mount"
+#define COORD_KIND_SBX_UNMOUNT_S "sandbox-unmount"
+#define COORD_KIND_SNAPSHOT_DIR_S "snapshot-dir"
+#define COORD_KIND_DELETE_CHUNKS_S "delete-chunks"
+#define COORD_KIND_SBX_SNAPSHOT_S "sandbox-snapshot"
+#define COORD_KIND_SBX_RESTORE_S "sandbox-restore"
+#define COORD_KIND_RESTORE_S "restore"
 enum coord_kind coord_kind_of(const char *kind);
+/* Kinds whose job holds a sandbox slot of its worker while it runs (J8): sandbox-create, sandbox-restore. */
+static inline bool coord_kind_holds_slot(enum coord_kind k)
+{
+    return k == COORD_KIND_SBX_CREATE || k == COORD_KIND_SBX_RESTORE;
+}
 
 /* ---- configuration (coord_config.c) ------------------------------------------------------------ */
 
@@ -82,6 +106,7 @@ struct coord_config {
     uint64_t queue_timeout;      /* ms */
     char *log_level;
     bool test_clock;
+    uint64_t dir_retention;      /* ms: sliding lifetime of directory snapshots (issue 5) */
     int client_hwm;              /* not an option: tests lower the client socket's high-water mark (0 = default) */
 };
 
@@ -159,6 +184,10 @@ struct coord_job {
     bool has_progress, has_total;
     uint64_t done, total;       /* progress (memory only) */
     struct coord_waiter *waiters;
+    /* issue 5: the DEK of a CSEK job, in guarded memory, never persisted; sent in job.dispatch only */
+    struct cairn_secret *dek;
+    uint8_t dek_domain[16];
+    bool has_dek;
 };
 
 struct coord_stats {
@@ -198,6 +227,17 @@ struct coord {
     uint64_t next_tick_mono;
     bool kick_pending;              /* run the dispatcher at the end of this step */
     struct coord_stats stats;
+    /* issue 5: retention and garbage collection (coord_retention.c) */
+    uint64_t next_sweep_mono;
+    size_t gc_deletes;              /* delete-chunks jobs unfinished: write jobs wait while > 0 */
+    char (*gc_owners)[COORD_OBJ_ID_LEN + 1]; /* owners of the collection in progress */
+    size_t gc_nowners;
+    bool gc_active;                 /* a collection's delete jobs were created and have not all ended */
+    /* issue 6: memory snapshots (coord_snapshots.c) */
+    struct coord_map snapshots;     /* id -> struct coord_snapshot (every app) */
+    struct coord_vec snapshot_ids;  /* every snapshot, sorted by id (snapshot.ls pages) */
+    bool snapshots_loaded;          /* start-up is over: restore groups are evaluated as children end */
+    const char *restore_creating;   /* the restore group whose clones are being created (not evaluated yet) */
 };
 
 /* ---- coord_server.c ---------------------------------------------------------------------------- */
@@ -288,6 +328,10 @@ struct coord_job_spec {
     uint32_t err_code;                /* FAILED */
     const char *err_msg;
     struct coord_exec *exec;          /* sandbox-exec: its client, attached before the job can end */
+    struct cairn_secret **dek;        /* issue 5: a CSEK job's DEK, taken by the job (*dek = NULL) when queued */
+    const uint8_t *dek_domain;        /* its domain id (16 bytes), with dek */
+    bool held;                        /* issue 6: run by the coordinator itself (restore group): RUNNING at once
+                                         with no worker, never dispatched, ended by coord_job_end */
 };
 int coord_job_create(struct coord *c, const struct coord_job_spec *s, char id_out[COORD_JOB_ID_LEN + 1]);
 /* A fresh job id (not used in memory or in the store). */
@@ -302,6 +346,9 @@ struct coord_job *coord_job_find(struct coord *c, const char *id);
 void coord_job_answer(struct coord *c, struct cairn_msg **mp, const char *id, const char *kind, uint64_t wait_ms);
 /* End a job now (FAILED with code and why), e.g. when its stream's client went away. */
 void coord_job_fail(struct coord *c, struct coord_job *j, uint32_t code, const char *why);
+/* issue 6: end a held job (coord_job_spec.held) now: SUCCEEDED with result, or FAILED(code, why). */
+void coord_job_end(struct coord *c, struct coord_job *j, enum coord_job_state state, uint32_t code, const char *why,
+                   const struct cairn_mval *result);
 /* The reset of c->batch after a failed stage (staged entries dropped). */
 void coord_batch_reset(struct coord *c);
 
@@ -330,6 +377,8 @@ struct coord_finish {
     struct coord_sandbox *sb;         /* sandbox the job is about */
     struct coord_sandbox_rec sb_next; /* its next record when has_sb_next */
     bool has_sb_next;
+    struct coord_snapshot *snap;      /* issue 6: memory snapshot the job makes */
+    struct coord_snapshot *snap_next; /* owned: its next state (coord_snapshots.c) */
 };
 int coord_objs_finish_prepare(struct coord *c, struct coord_job *j, struct coord_finish *f);
 void coord_objs_finish_apply(struct coord *c, struct coord_job *j, struct coord_finish *f, bool apply);
@@ -406,5 +455,92 @@ void coord_exec_finish_apply(struct coord *c, struct coord_job *j, struct coord_
 void coord_exec_free_all(struct coord *c);
 /* Shutdown: every exec client gets EUNAVAILABLE now. */
 void coord_exec_release_all(struct coord *c);
+
+/* ---- coord_mounts.c (issue 5, coordinator-5) ----------------------------------------------------- */
+
+void coord_sandbox_on_mount(struct coord *c, struct cairn_msg **m);
+void coord_sandbox_on_unmount(struct coord *c, struct cairn_msg **m);
+void coord_sandbox_on_snapshot_dir(struct coord *c, struct cairn_msg **m);
+/* The end of sandbox-mount / sandbox-unmount / snapshot-dir jobs (coord_objs_finish_*). */
+int coord_mounts_finish_prepare(struct coord *c, struct coord_job *j, struct coord_finish *f);
+void coord_mounts_finish_apply(struct coord *c, struct coord_job *j, struct coord_finish *f, bool apply);
+
+/* ---- coord_retention.c (issue 5, coordinator-5) -------------------------------------------------- */
+
+/* job.refs from a worker: c/<owner>/<seq> (owner = the job's params "image" or "snapshot"). */
+void coord_refs_on_job_refs(struct coord *c, struct cairn_msg *m);
+/* Stage the deletion of every c/<owner>/ record into c->batch. */
+int coord_refs_drop_stage(struct coord *c, const char *owner);
+/* Whether owner has any c/ record. */
+bool coord_refs_exist(struct coord *c, const char *owner);
+/* A use of img now: last_used, and for sliding retention expires_at moves; stages i/ into c->batch. */
+int coord_image_touch(struct coord *c, struct coord_image *img);
+/* The same on a record copy (no staging): last_used_ns = now, sliding expires_at = now + its seconds. */
+void coord_image_touch_rec(struct coord_image_rec *r, int64_t now_ns);
+/* ENOTFOUND "image im-x expired on <UTC>" when img is expired (now or by state), else CAIRN_OK. */
+int coord_image_check_expiry(struct coord *c, const struct coord_image *img);
+/* "2026-01-02T03:04:05Z" for ns since the Unix epoch (UTC, no libc time functions). */
+void coord_format_utc(int64_t ns, char out[32]);
+/* Sweeper (every second from coord_tick, and after admin.clock.advance): expire, then collect. */
+void coord_retention_sweep(struct coord *c);
+void coord_retention_tick(struct coord *c, uint64_t now_mono);
+/* After the jobs are loaded: count unfinished delete-chunks jobs (the write barrier). */
+void coord_retention_load(struct coord *c);
+void coord_retention_free(struct coord *c);
+/* A write job (image-import, snapshot-fs, snapshot-dir, sandbox-snapshot): held back while a collection runs. */
+bool coord_job_is_write(const struct coord_job *j);
+/* The end of a delete-chunks job. */
+void coord_retention_delete_ended(struct coord *c, struct coord_job *j);
+
+/* ---- coord_snapshots.c (coordinator-6) ----------------------------------------------------------- */
+
+/* Whether a live memory snapshot has image_id as its root image (it must not be collected). */
+bool coord_snapshots_use_image(struct coord *c, const char *image_id);
+/* Ids of the collectable snapshots (expired/removed/dropped, not collected); *ids freed with cairn_free. */
+size_t coord_snapshots_collectable(struct coord *c, char (**ids)[COORD_OBJ_ID_LEN + 1]);
+/* Snapshot id was collected (its refs are deleted by the caller). */
+void coord_snapshots_collected(struct coord *c, const char *id);
+/* Mark the snapshots expired at now_ns. */
+void coord_snapshots_sweep(struct coord *c, int64_t now_ns);
+
+enum coord_snap_state {
+    COORD_SNAP_PENDING = 0, /* its sandbox-snapshot job has not succeeded yet: invisible */
+    COORD_SNAP_READY = 1,
+    COORD_SNAP_EXPIRED = 2, /* expired or removed: a tombstone (uses say so); collectable */
+    COORD_SNAP_FAILED = 3,  /* its job failed: invisible; collectable (the worker may have written chunks) */
+};
+/* A memory snapshot x/<id> (snapshots.md "Records"). */
+struct coord_snapshot {
+    char id[COORD_OBJ_ID_LEN + 1];
+    char app[COORD_ID_MAX + 1];
+    char sandbox[COORD_OBJ_ID_LEN + 1];  /* taken from */
+    char image[COORD_OBJ_ID_LEN + 1];    /* root image of that sandbox */
+    char parent[COORD_OBJ_ID_LEN + 1];   /* sn the sandbox was restored from, or "" */
+    char job[COORD_JOB_ID_LEN + 1];      /* its sandbox-snapshot job */
+    char fingerprint[257];               /* runtime fingerprint ("" while pending) */
+    enum coord_snap_state state;
+    int64_t created_ns, expires_ns;      /* expires_ns: when it expires, or when it was removed */
+    bool removed, collected;
+    uint64_t size, stored;
+    uint8_t *trees;                      /* owned msgpack map {root, ckpt, mounts} (ready, not collected) */
+    size_t trees_len;
+    unsigned restoring;                  /* memory only: restore groups of it still running */
+};
+int coord_snapshot_encode(const struct coord_snapshot *s, struct cairn_buf *out);
+int coord_snapshot_decode(const uint8_t *p, size_t len, const char *key, struct coord_snapshot *s);
+const char *coord_snap_state_name(enum coord_snap_state s);
+struct coord_snapshot *coord_snapshot_get(struct coord *c, const char *id);
+int coord_snapshots_load(struct coord *c);
+/* After the jobs are loaded: pending snapshots without their job fail; restore groups are evaluated. */
+void coord_snapshots_reconcile(struct coord *c);
+void coord_snapshots_free(struct coord *c);
+void coord_sandbox_on_snapshot(struct coord *c, struct cairn_msg **m);
+void coord_sandbox_on_restore(struct coord *c, struct cairn_msg **m);
+void coord_snapshot_on_ls(struct coord *c, const struct cairn_msg *m);
+void coord_snapshot_on_show(struct coord *c, const struct cairn_msg *m);
+void coord_snapshot_on_rm(struct coord *c, const struct cairn_msg *m);
+/* The end of sandbox-snapshot, sandbox-restore (after the sandbox side) and restore jobs. */
+int coord_snapshots_finish_prepare(struct coord *c, struct coord_job *j, struct coord_finish *f);
+void coord_snapshots_finish_apply(struct coord *c, struct coord_job *j, struct coord_finish *f, bool apply);
 
 #endif

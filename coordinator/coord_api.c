@@ -224,6 +224,7 @@ static void on_clock_advance(struct coord *c, const struct cairn_msg *m)
         return;
     }
     cairn_info("test clock advanced by %llu s", (unsigned long long)s);
+    coord_retention_sweep(c); /* issue 5: what expired is marked before the reply */
     struct cairn_msg *r = cairn_msg_reply(m, CAIRN_OK, NULL);
     if (r)
         cairn_msg_set_u64(r, "now", now_u64(c));
@@ -275,6 +276,14 @@ void coord_api_on_client(struct coord *c, struct cairn_msg *m)
     case CAIRN_MSG_SANDBOX_LS: coord_sandbox_on_ls(c, m); break;
     case CAIRN_MSG_SANDBOX_TERMINATE: coord_sandbox_on_terminate(c, &m); break;
     case CAIRN_MSG_SANDBOX_SNAPSHOT_FS: coord_sandbox_on_snapshot_fs(c, &m); break;
+    case CAIRN_MSG_SANDBOX_MOUNT: coord_sandbox_on_mount(c, &m); break;              /* issue 5 */
+    case CAIRN_MSG_SANDBOX_UNMOUNT: coord_sandbox_on_unmount(c, &m); break;          /* issue 5 */
+    case CAIRN_MSG_SANDBOX_SNAPSHOT_DIR: coord_sandbox_on_snapshot_dir(c, &m); break; /* issue 5 */
+    case CAIRN_MSG_SANDBOX_SNAPSHOT: coord_sandbox_on_snapshot(c, &m); break; /* issue 6 */
+    case CAIRN_MSG_SANDBOX_RESTORE: coord_sandbox_on_restore(c, &m); break;
+    case CAIRN_MSG_SNAPSHOT_LS: coord_snapshot_on_ls(c, m); break;
+    case CAIRN_MSG_SNAPSHOT_SHOW: coord_snapshot_on_show(c, m); break;
+    case CAIRN_MSG_SNAPSHOT_RM: coord_snapshot_on_rm(c, m); break;
     default: /* mount, unmount, snapshot-dir, memory snapshots, restore: issues 5-6 */
         coord_reply_error(c, c->csock, m, CAIRN_EUNSUPPORTED, "'%s' is not implemented yet", mi->name);
     }
@@ -308,6 +317,7 @@ void coord_api_on_worker(struct coord *c, struct cairn_msg *m)
     case CAIRN_MSG_JOB_PROGRESS: coord_job_on_progress(c, m); break;
     case CAIRN_MSG_UPLOAD_READ: coord_upload_on_read(c, m); break;
     case CAIRN_MSG_JOB_OUTPUT: coord_exec_on_output(c, m); break;
+    case CAIRN_MSG_JOB_REFS: coord_refs_on_job_refs(c, m); break; /* issue 5 */
     default:
         if (mi->shape != CAIRN_SHAPE_ONEWAY)
             coord_reply_error(c, c->wsock, m, CAIRN_EUNSUPPORTED, "'%s' is not implemented yet", mi->name);

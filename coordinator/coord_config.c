@@ -39,6 +39,9 @@ const struct cairn_opt coord_options[] = {
     OPT("log_level", STR, log_level, "info", 0, 0, "debug, info, warn, error or off"),
     OPT("test_clock", BOOL, test_clock, "false", 0, 0,
         "allow admin.clock.advance (tests only: moves the retention clock forward)"),
+    OPT("dir_retention", DURATION, dir_retention, "30d", 1000, 0,
+        "directory snapshots expire this long after they were last created or used (mounted, or a sandbox "
+        "created from one), unless given a --ttl"),
 };
 const size_t coord_noptions = CAIRN_ARRAY_LEN(coord_options);
 

@@ -6,22 +6,27 @@
  * Image state machine (i/<id>.state; the function that performs each step)
  *
  *   image.import last piece ──┐
- *   sandbox.snapshot-fs ──────┴─> PENDING ──job succeeded──> READY ──image.rm──> (deleted)
- *                                    └────job failed─────> (deleted)
+ *   sandbox.snapshot-fs ──────┤
+ *   sandbox.snapshot-dir ─────┴─> PENDING ──job succeeded──> READY ──image.rm / expiry──> EXPIRED
+ *                                    └────job failed─────> (deleted, or EXPIRED    (tombstone) ──GC──> collected
+ *                                                          when it reported refs)
  *
  *   coord_image_on_import          (none) -> PENDING (with the import job, one batch)
  *   coord_sandbox_on_snapshot_fs   (none) -> PENDING (with the snapshot-fs job, one batch)
  *   coord_image_finish_prepare     PENDING -> READY (layer from the job's result) | deleted,
  *                                  in the batch that records the job's end
- *   coord_image_on_rm              READY -> deleted; refused (EBUSY) while a creating or
- *                                  running sandbox uses it or another image has it as parent
+ *   coord_image_on_rm              READY -> EXPIRED (expires_at = now); refused (EBUSY) while a
+ *                                  creating or running sandbox uses it or a live image has it as parent
+ *   coord_retention_sweep          READY -> EXPIRED once expires_at passed; EXPIRED -> collected
+ *                                  (coord_retention.c); a dropped pending image's tombstone is deleted
  *
  * Invariants
  *   M1. Every i/ record is in c->images and in its app's sorted list.
  *   M2. Pending images are invisible: image.ls/show/rm and sandbox.create
  *       answer ENOTFOUND for them exactly as for unknown ids or ids of another
- *       app. Images past their expires_at are ENOTFOUND "... expired" (the
- *       sweeper that deletes them is issue 5).
+ *       app. Images past their expires_at, or EXPIRED, are ENOTFOUND
+ *       "image im-x expired on <UTC>" (coord_image_check_expiry); image.ls hides
+ *       them. A dropped pending image (EXPIRED, expires_at 0) stays "not found".
  *   M3. n/<app>/<name> names the newest (created_at, then id) ready image with
  *       that name; it is rewritten in the batch of the change that moves it.
  *       In memory the same answer is a->names (rebuilt from the records at
@@ -98,7 +103,7 @@ struct coord_image *coord_image_get(struct coord *c, const char *id)
 
 static bool image_expired(struct coord *c, const struct coord_image *img)
 {
-    return img->rec.expires_ns > 0 && now_ns(c) >= img->rec.expires_ns;
+    return img->rec.state == COORD_IMAGE_EXPIRED || (img->rec.expires_ns > 0 && now_ns(c) >= img->rec.expires_ns);
 }
 
 int coord_image_resolve(struct coord *c, const char *app, const char *ref, struct coord_image **out)
@@ -109,7 +114,7 @@ int coord_image_resolve(struct coord *c, const char *app, const char *ref, struc
     bool by_id = strncmp(ref, "im-", 3) == 0;
     if (by_id) {
         img = coord_image_get(c, ref);
-        if (!img || !a || strcmp(img->rec.app, app) != 0 || img->rec.state != COORD_IMAGE_READY)
+        if (!img || !a || strcmp(img->rec.app, app) != 0 || img->rec.state == COORD_IMAGE_PENDING)
             return cairn_err_set(CAIRN_ENOTFOUND, "image '%s' not found", ref);
     } else {
         img = a ? coord_map_sget(&a->names, ref) : NULL;
@@ -121,8 +126,7 @@ int coord_image_resolve(struct coord *c, const char *app, const char *ref, struc
         if (!img)
             return cairn_err_set(CAIRN_ENOTFOUND, "no image named '%s' in app '%s'", ref, app);
     }
-    if (image_expired(c, img))
-        return cairn_err_set(CAIRN_ENOTFOUND, "image '%s' expired (its TTL ran out)", img->rec.id);
+    CAIRN_FORWARD_IF_ERROR(coord_image_check_expiry(c, img));
     *out = img;
     return CAIRN_OK;
 }
@@ -228,7 +232,7 @@ static void image_put(struct cairn_msg *r, struct cairn_mval *e, const struct co
         cairn_mval_put_str(r, e, "parent", rec->parent);
     if (rec->name)
         cairn_mval_put_str(r, e, "name", rec->name);
-    cairn_mval_put_str(r, e, "encryption", "managed");
+    cairn_mval_put_str(r, e, "encryption", rec->csek ? "csek" : "managed");
     cairn_mval_put_u64(r, e, "created_at", rec->created_ns > 0 ? (uint64_t)rec->created_ns : 0);
     if (rec->last_used_ns > 0)
         cairn_mval_put_u64(r, e, "last_used_at", (uint64_t)rec->last_used_ns);
@@ -308,7 +312,10 @@ void coord_image_on_rm(struct coord *c, const struct cairn_msg *m)
     struct coord_app *a = coord_app_find(c, app);
     struct coord_image *img = coord_image_get(c, id);
     if (!a || !img || strcmp(img->rec.app, app) != 0 || img->rec.state != COORD_IMAGE_READY) {
-        coord_reply_error(c, c->csock, m, CAIRN_ENOTFOUND, "image '%s' not found", id);
+        if (a && img && !strcmp(img->rec.app, app) && coord_image_check_expiry(c, img) != CAIRN_OK)
+            coord_reply_error(c, c->csock, m, CAIRN_ENOTFOUND, "%s", cairn_err_msg());
+        else
+            coord_reply_error(c, c->csock, m, CAIRN_ENOTFOUND, "image '%s' not found", id);
         return;
     }
     for (size_t i = 0; i < a->sandboxes.n; i++) {
@@ -323,32 +330,43 @@ void coord_image_on_rm(struct coord *c, const struct cairn_msg *m)
     }
     for (size_t i = 0; i < a->images.n; i++) {
         const struct coord_image *child = a->images.v[i].val;
-        if (!strcmp(child->rec.parent, id)) {
+        if (!strcmp(child->rec.parent, id) && child->rec.state != COORD_IMAGE_EXPIRED) {
             coord_reply_error(c, c->csock, m, CAIRN_EBUSY,
                               "image '%s' is the parent of image '%s'%s; remove that one first", id, child->rec.id,
                               child->rec.state == COORD_IMAGE_PENDING ? " (being created)" : "");
             return;
         }
     }
-    char key[COORD_KEY_MAX];
-    size_t kl = coord_key_image(key, id);
-    cairn_kv_batch_delete(c->batch, key, kl);
+    /* issue 5: removed = expired now (a tombstone the collector frees) */
+    struct coord_image_rec next;
+    int rc = coord_image_rec_copy(&next, &img->rec);
+    if (rc != CAIRN_OK) {
+        coord_reply_error(c, c->csock, m, rc, "remove image '%s': %s", id, cairn_err_msg());
+        return;
+    }
+    int64_t now = now_ns(c);
+    next.state = COORD_IMAGE_EXPIRED;
+    if (next.expires_ns <= 0 || next.expires_ns > now)
+        next.expires_ns = now;
+    rc = coord_meta_batch_image(c->batch, &next);
     const struct coord_image *winner = NULL;
-    int rc = CAIRN_OK;
-    if (img->rec.name)
+    if (rc == CAIRN_OK && img->rec.name)
         rc = coord_image_name_stage(c, app, img->rec.name, NULL, img, &winner);
     if (rc == CAIRN_OK)
         rc = cairn_kv_batch_commit(c->kv, c->batch);
     else
         coord_batch_reset(c);
     if (rc != CAIRN_OK) {
+        coord_image_rec_release(&next);
         coord_reply_error(c, c->csock, m, rc, "remove image '%s': %s", id, cairn_err_msg());
         return;
     }
+    img->rec.state = next.state;
+    img->rec.expires_ns = next.expires_ns;
+    coord_image_rec_release(&next);
     if (img->rec.name)
         coord_image_name_apply(c, app, img->rec.name, winner);
-    cairn_info("image '%s' of app '%s' removed", id, app);
-    coord_image_drop(c, img);
+    cairn_info("image '%s' of app '%s' removed (expired now; its chunks are collected)", id, app);
     struct cairn_msg *r = cairn_msg_reply(m, CAIRN_OK, NULL);
     coord_send(c, c->csock, &r);
 }
@@ -807,6 +825,8 @@ int coord_image_finish_prepare(struct coord *c, struct coord_job *j, struct coor
             if (res_u64(res, "stored", &stored))
                 n->stored = stored;
             n->state = COORD_IMAGE_READY;
+            if (j->kind_id == COORD_KIND_SNAPSHOT_DIR) /* issue 5: a sliding expiry counts from now */
+                coord_image_touch_rec(n, now_ns(c));
             CAIRN_FORWARD_IF_ERROR(coord_meta_batch_image(c->batch, n));
             if (n->name) {
                 const struct coord_image *winner = NULL;
@@ -823,6 +843,10 @@ int coord_image_finish_prepare(struct coord *c, struct coord_job *j, struct coor
             cairn_mval_put_str(f->holder, r, "image", n->id);
             if (j->kind_id == COORD_KIND_SNAPSHOT_FS && res_u64(res, "pause_ms", &pause_ms))
                 cairn_mval_put_u64(f->holder, r, "pause_ms", pause_ms);
+            if (j->kind_id == COORD_KIND_SNAPSHOT_DIR && res_u64(res, "capture_ms", &pause_ms))
+                cairn_mval_put_u64(f->holder, r, "capture_ms", pause_ms);
+            if (j->kind_id == COORD_KIND_SNAPSHOT_DIR)
+                cairn_mval_put_str(f->holder, r, "encryption", n->csek ? "csek" : "managed");
             cairn_mval_put_u64(f->holder, r, "files", n->files);
             cairn_mval_put_u64(f->holder, r, "size", n->size);
             cairn_mval_put_u64(f->holder, r, "stored", n->stored);
@@ -831,7 +855,14 @@ int coord_image_finish_prepare(struct coord *c, struct coord_job *j, struct coor
             return CAIRN_OK;
         }
     }
-    /* failed: the pending image goes */
+    /* failed: the pending image goes; when its job reported refs, as a tombstone the collector frees (issue 5) */
+    if (coord_refs_exist(c, img->rec.id)) {
+        CAIRN_FORWARD_IF_ERROR(coord_image_rec_copy(&f->img_next, &img->rec));
+        f->has_img_next = true;
+        f->img_next.state = COORD_IMAGE_EXPIRED;
+        f->img_next.expires_ns = 0; /* "dropped": never visible, stays "not found" */
+        return coord_meta_batch_image(c->batch, &f->img_next);
+    }
     f->img_delete = true;
     size_t kl = coord_key_image(key, img->rec.id);
     cairn_kv_batch_delete(c->batch, key, kl);
@@ -861,8 +892,12 @@ void coord_image_finish_apply(struct coord *c, struct coord_job *j, struct coord
         f->has_img_next = false;
         if (f->name_change)
             coord_image_name_apply(c, img->rec.app, img->rec.name, f->name_winner);
-        cairn_info("image '%s' of app '%s' is ready (%s, depth %" PRIu64 ")", img->rec.id, img->rec.app,
-                   img->rec.kind, img->rec.depth);
+        if (img->rec.state == COORD_IMAGE_EXPIRED)
+            cairn_info("image '%s' of app '%s' dropped: its job '%s' failed (its chunks are collected)",
+                       img->rec.id, img->rec.app, j->rec.id);
+        else
+            cairn_info("image '%s' of app '%s' is ready (%s, depth %" PRIu64 ")", img->rec.id, img->rec.app,
+                       img->rec.kind, img->rec.depth);
     } else if (f->img_delete) {
         cairn_info("image '%s' of app '%s' dropped: its job '%s' failed", img->rec.id, img->rec.app, j->rec.id);
         coord_image_drop(c, img);

@@ -53,7 +53,12 @@
  *       (w->creating); it is placed only on a worker with a free slot
  *       (running sandboxes + creating < capacity), the least loaded by slots,
  *       ties by running jobs then id. A sandbox-create job that finds no slot
- *       does not hold up the jobs behind it.
+ *       does not hold up the jobs behind it. A sandbox-restore job (a clone,
+ *       issue 6) holds a slot the same way (coord_kind_holds_slot).
+ *   J9. A held job (coord_job_spec.held: the restore group of issue 6) is
+ *       RUNNING from its creation with no worker: never queued, dispatched or
+ *       reconciled against heartbeats, kept across restarts, ended only by
+ *       the coordinator (coord_job_end).
  * Per-job work is O(1) hash lookups plus O(workers) for placement; the only
  * walks over jobs are the dispatcher over the queue (it stops at the first
  * unpinned job no worker can take) and the load at start-up.
@@ -85,6 +90,13 @@ enum coord_kind coord_kind_of(const char *kind)
         {COORD_KIND_SBX_EXEC_S, COORD_KIND_SBX_EXEC},
         {COORD_KIND_SBX_TERMINATE_S, COORD_KIND_SBX_TERMINATE},
         {COORD_KIND_SNAPSHOT_FS_S, COORD_KIND_SNAPSHOT_FS},
+        {COORD_KIND_SBX_MOUNT_S, COORD_KIND_SBX_MOUNT},
+        {COORD_KIND_SBX_UNMOUNT_S, COORD_KIND_SBX_UNMOUNT},
+        {COORD_KIND_SNAPSHOT_DIR_S, COORD_KIND_SNAPSHOT_DIR},
+        {COORD_KIND_DELETE_CHUNKS_S, COORD_KIND_DELETE_CHUNKS},
+        {COORD_KIND_SBX_SNAPSHOT_S, COORD_KIND_SBX_SNAPSHOT},
+        {COORD_KIND_SBX_RESTORE_S, COORD_KIND_SBX_RESTORE},
+        {COORD_KIND_RESTORE_S, COORD_KIND_RESTORE},
     };
     for (size_t i = 0; i < CAIRN_ARRAY_LEN(kinds); i++)
         if (!strcmp(kind, kinds[i].name))
@@ -103,6 +115,7 @@ static void job_free(struct coord_job *j)
 {
     if (!j)
         return;
+    cairn_secret_destroy(&j->dek); /* issue 5: a CSEK job's DEK lives exactly as long as the job */
     coord_job_rec_release(&j->rec);
     cairn_free(j);
 }
@@ -149,7 +162,7 @@ static void w_link(struct coord_worker *w, struct coord_job *j)
         w->jobs->wprev = j;
     w->jobs = j;
     w->running++;
-    if (j->kind_id == COORD_KIND_SBX_CREATE)
+    if (coord_kind_holds_slot(j->kind_id))
         w->creating++;
 }
 
@@ -168,7 +181,7 @@ static void w_unlink(struct coord *c, struct coord_job *j)
     j->wprev = j->wnext = NULL;
     j->w = NULL;
     w->running--;
-    if (j->kind_id == COORD_KIND_SBX_CREATE)
+    if (coord_kind_holds_slot(j->kind_id))
         w->creating--;
     if (j->dispatch_rid) {
         coord_map_del(&c->dispatches, &j->rid_key, sizeof(j->rid_key));
@@ -526,6 +539,21 @@ static int job_dispatch(struct coord *c, struct coord_job *j, struct coord_worke
     cairn_msg_set_str(m, "app", j->rec.app);
     cairn_msg_set_app(m, j->rec.app); /* also in the envelope: the worker reads it there */
     int rc = coord_value_set(m, "params", j->rec.params, j->rec.params_len, what);
+    /* issue 5: a CSEK job carries its DEK in memory only; without it (a restart) it cannot run */
+    bool csek = false;
+    if (rc == CAIRN_OK)
+        cairn_mval_bool(cairn_mval_get(cairn_msg_get(m, "params"), "csek"), &csek);
+    if (rc == CAIRN_OK && csek && !(j->has_dek && j->dek)) {
+        cairn_msg_destroy(&m);
+        job_finish(c, j, COORD_JOB_FAILED, CAIRN_EKEY,
+                   "the coordinator restarted before this job ran; the key is not kept anywhere: retry with the key",
+                   NULL, true);
+        return CAIRN_EKEY;
+    }
+    if (rc == CAIRN_OK && j->has_dek && j->dek) {
+        cairn_msg_set_bin(m, "domain", j->dek_domain, sizeof(j->dek_domain));
+        cairn_msg_set_bin(m, "dek", j->dek->bytes, j->dek->len);
+    }
     if (rc != CAIRN_OK) {
         cairn_msg_destroy(&m);
         if (rc == CAIRN_ECORRUPT) {
@@ -586,7 +614,11 @@ void coord_jobs_kick(struct coord *c)
     bool no_slot = false; /* J8: no worker has a free sandbox slot right now */
     while (j) {
         struct coord_job *next = j->qnext;
-        bool sandbox = j->kind_id == COORD_KIND_SBX_CREATE;
+        bool sandbox = coord_kind_holds_slot(j->kind_id);
+        if (c->gc_deletes > 0 && coord_job_is_write(j)) { /* issue 5: the GC's grace barrier */
+            j = next;
+            continue;
+        }
         if (j->pin[0]) {
             struct coord_worker *w = coord_worker_find(c, j->pin);
             char why[160];
@@ -677,6 +709,13 @@ void coord_job_fail(struct coord *c, struct coord_job *j, uint32_t code, const c
     c->kick_pending = c->kick_pending || c->qlen > 0;
 }
 
+void coord_job_end(struct coord *c, struct coord_job *j, enum coord_job_state state, uint32_t code, const char *why,
+                   const struct cairn_mval *result)
+{
+    job_finish(c, j, state, code, why, result, true);
+    c->kick_pending = c->kick_pending || c->qlen > 0;
+}
+
 int coord_job_create(struct coord *c, const struct coord_job_spec *s, char id_out[COORD_JOB_ID_LEN + 1])
 {
     bool final = coord_job_state_final(s->state);
@@ -711,7 +750,13 @@ int coord_job_create(struct coord *c, const struct coord_job_spec *s, char id_ou
         j->exec = s->exec;
         coord_exec_attach(s->exec, j);
     }
-    j->rec.state = final ? s->state : COORD_JOB_QUEUED;
+    if (s->dek && *s->dek && s->dek_domain && !final) { /* issue 5: taken now, memory only */
+        j->dek = *s->dek;
+        *s->dek = NULL;
+        memcpy(j->dek_domain, s->dek_domain, sizeof(j->dek_domain));
+        j->has_dek = true;
+    }
+    j->rec.state = final ? s->state : s->held ? COORD_JOB_RUNNING : COORD_JOB_QUEUED;
     j->rec.seq = c->next_seq++;
     j->rec.created_ns = j->rec.updated_ns = cairn_clock_now_ns(&c->clock);
     j->rec.params = cairn_memdup(s->params ? s->params : (const uint8_t *)"\x80", s->params ? s->params_len : 1);
@@ -745,6 +790,8 @@ int coord_job_create(struct coord *c, const struct coord_job_spec *s, char id_ou
         job_free(j);
         return CAIRN_OK;
     }
+    if (s->held) /* issue 6: the coordinator runs it (coord_job_end); never queued or dispatched */
+        return CAIRN_OK;
     bool first = c->qhead == NULL;
     q_append(c, j, mono_now());
     /* alone in the queue: dispatch now (the reply then says running); behind others: once per drained batch */
@@ -768,6 +815,13 @@ static const char *reserved_kind_msg(enum coord_kind k)
     case COORD_KIND_SBX_EXEC: return "sandbox.exec";
     case COORD_KIND_SBX_TERMINATE: return "sandbox.terminate";
     case COORD_KIND_SNAPSHOT_FS: return "sandbox.snapshot-fs";
+    case COORD_KIND_SBX_MOUNT: return "sandbox.mount";
+    case COORD_KIND_SBX_UNMOUNT: return "sandbox.unmount";
+    case COORD_KIND_SNAPSHOT_DIR: return "sandbox.snapshot-dir";
+    case COORD_KIND_DELETE_CHUNKS: return "the coordinator's garbage collection";
+    case COORD_KIND_SBX_SNAPSHOT: return "sandbox.snapshot";
+    case COORD_KIND_SBX_RESTORE:
+    case COORD_KIND_RESTORE: return "sandbox.restore";
     case COORD_KIND_OTHER: break;
     }
     return NULL;
@@ -1131,6 +1185,8 @@ static int load_one(struct coord *c, const uint8_t *k, size_t kl, const uint8_t 
         q_append(c, j, now);
         return CAIRN_OK;
     }
+    if (j->kind_id == COORD_KIND_RESTORE) /* issue 6: held by the coordinator, no worker (coord_snapshots.c) */
+        return CAIRN_OK;
     struct coord_worker *w = coord_worker_find(c, j->rec.worker);
     if (!w || !w->rec.alive) {
         snprintf(why, sizeof(why), w ? "worker '%s' died (it was dead when the coordinator restarted)"

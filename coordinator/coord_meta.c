@@ -80,6 +80,10 @@ void coord_sandbox_rec_release(struct coord_sandbox_rec *r)
     CAIRN_FREE(r->err_msg);
     CAIRN_FREE(r->report);
     r->report_len = 0;
+    for (size_t i = 0; i < r->nmounts; i++) /* issue 5 */
+        cairn_free(r->mounts[i].path);
+    CAIRN_FREE(r->mounts);
+    r->nmounts = 0;
 }
 
 void coord_upload_rec_release(struct coord_upload_rec *r)
@@ -119,7 +123,20 @@ int coord_sandbox_rec_copy(struct coord_sandbox_rec *dst, const struct coord_san
     *dst = *src;
     dst->cmd = dst->report = NULL;
     dst->err_msg = NULL;
+    dst->mounts = NULL;
+    dst->nmounts = 0;
     int rc = dup_opt((void **)&dst->cmd, src->cmd, src->cmd_len);
+    if (rc == CAIRN_OK && src->nmounts) { /* issue 5 */
+        dst->mounts = cairn_calloc(src->nmounts, sizeof(*dst->mounts));
+        if (!dst->mounts)
+            rc = cairn_err_set(CAIRN_ENOMEM, "out of memory copying a record");
+        for (size_t i = 0; rc == CAIRN_OK && i < src->nmounts; i++) {
+            dst->mounts[i] = src->mounts[i];
+            dst->mounts[i].path = NULL;
+            dst->nmounts = i + 1;
+            rc = dup_opt((void **)&dst->mounts[i].path, src->mounts[i].path, strlen(src->mounts[i].path) + 1);
+        }
+    }
     if (rc == CAIRN_OK)
         rc = dup_opt((void **)&dst->report, src->report, src->report_len);
     if (rc == CAIRN_OK)
@@ -203,6 +220,12 @@ size_t coord_key_queue(char *out, uint64_t seq)
 
 size_t coord_key_image(char *out, const char *id) { return key_fmt(out, "i/", id, NULL); }
 size_t coord_key_sandbox(char *out, const char *id) { return key_fmt(out, "s/", id, NULL); }
+
+size_t coord_key_refs(char *out, const char *owner, uint32_t seq)
+{
+    int n = snprintf(out, COORD_KEY_MAX, "c/%s/%08" PRIx32, owner, seq);
+    return n < 0 || n >= COORD_KEY_MAX ? 0 : (size_t)n;
+}
 
 size_t coord_key_name(char *out, const char *app, const char *name)
 {
@@ -720,7 +743,8 @@ int coord_job_decode(const uint8_t *p, size_t len, const char *key, struct coord
                         (1u << JB_V) | (1u << JB_ID) | (1u << JB_APP) | (1u << JB_KIND) | (1u << JB_REQ) |
                             (1u << JB_STATE) | (1u << JB_SEQ) | (1u << JB_CREATED) | (1u << JB_PARAMS),
                         job_fields);
-    if (rc == CAIRN_OK && r->state == COORD_JOB_RUNNING && !r->worker[0]) {
+    /* issue 6: a restore group job runs on the coordinator itself, with no worker */
+    if (rc == CAIRN_OK && r->state == COORD_JOB_RUNNING && !r->worker[0] && strcmp(r->kind, "restore") != 0) {
         d.field = "worker";
         rc = corrupt(&d, "is missing for a running job");
     }
@@ -739,20 +763,22 @@ int coord_job_decode(const uint8_t *p, size_t len, const char *key, struct coord
 
 enum {
     IM_V, IM_ID, IM_APP, IM_KIND, IM_NAME, IM_PARENT, IM_ORIGIN, IM_DEPTH, IM_MLEN, IM_MANIFEST, IM_DOMAIN,
-    IM_STATE, IM_CREATED, IM_LAST_USED, IM_EXPIRES, IM_RETENTION, IM_SIZE, IM_FILES, IM_STORED, IM_JOB
+    IM_STATE, IM_CREATED, IM_LAST_USED, IM_EXPIRES, IM_RETENTION, IM_SIZE, IM_FILES, IM_STORED, IM_JOB,
+    IM_ENCRYPTION, IM_WRAPPED_DEK, IM_COLLECTED /* issue 5 */
 };
 static const char *const image_fields[] = {"v", "id", "app", "kind", "name", "parent", "origin", "depth",
                                            "manifest_len", "manifest", "domain", "state", "created",
                                            "last_used", "expires", "retention", "size", "files", "stored",
-                                           "job", NULL};
+                                           "job", "encryption", "wrapped_dek", "collected", NULL};
 static const char *const image_kinds[] = {"base", "fs", "dir", NULL};
-static const char *const image_states[] = {"pending", "ready", NULL};
+static const char *const image_states[] = {"pending", "ready", "expired", NULL};
+static const char *const image_encryptions[] = {"managed", "csek", NULL};
 
 int coord_image_encode(const struct coord_image_rec *r, struct cairn_buf *out)
 {
     struct cairn_mp_writer w;
     cairn_mp_writer_init(&w, out);
-    cairn_mp_write_map(&w, 19 + (r->name != NULL));
+    cairn_mp_write_map(&w, 21 + (r->name != NULL) + r->csek);
     w_u64(&w, "v", 1);
     w_str(&w, "id", r->id);
     w_str(&w, "app", r->app);
@@ -767,7 +793,7 @@ int coord_image_encode(const struct coord_image_rec *r, struct cairn_buf *out)
     cairn_mp_write_bin(&w, r->manifest ? r->manifest : (const uint8_t *)"", r->manifest ? r->manifest_size : 0);
     w_key(&w, "domain");
     cairn_mp_write_bin(&w, r->domain, sizeof(r->domain));
-    w_str(&w, "state", image_states[r->state == COORD_IMAGE_READY]);
+    w_str(&w, "state", image_states[r->state <= COORD_IMAGE_EXPIRED ? r->state : COORD_IMAGE_EXPIRED]);
     w_i64(&w, "created", r->created_ns);
     w_i64(&w, "last_used", r->last_used_ns);
     w_i64(&w, "expires", r->expires_ns);
@@ -776,6 +802,13 @@ int coord_image_encode(const struct coord_image_rec *r, struct cairn_buf *out)
     w_u64(&w, "files", r->files);
     w_u64(&w, "stored", r->stored);
     w_str(&w, "job", r->job);
+    w_str(&w, "encryption", image_encryptions[r->csek]);
+    if (r->csek) {
+        w_key(&w, "wrapped_dek");
+        cairn_mp_write_bin(&w, r->wrapped_dek, sizeof(r->wrapped_dek));
+    }
+    w_key(&w, "collected");
+    cairn_mp_write_bool(&w, r->collected);
     return w_done(&w, "image");
 }
 
@@ -830,7 +863,7 @@ int coord_image_decode(const uint8_t *p, size_t len, const char *key, struct coo
         }
         case IM_STATE:
             rc = rd_enum(&d, image_states, &e);
-            r->state = e ? COORD_IMAGE_READY : COORD_IMAGE_PENDING;
+            r->state = (enum coord_image_state)e;
             break;
         case IM_CREATED: rc = rd_i64(&d, &r->created_ns); break;
         case IM_LAST_USED: rc = rd_i64(&d, &r->last_used_ns); break;
@@ -840,6 +873,20 @@ int coord_image_decode(const uint8_t *p, size_t len, const char *key, struct coo
         case IM_FILES: rc = rd_u64(&d, &r->files); break;
         case IM_STORED: rc = rd_u64(&d, &r->stored); break;
         case IM_JOB: rc = rd_job_id(&d, r->job, true); break;
+        case IM_ENCRYPTION:
+            rc = rd_enum(&d, image_encryptions, &e);
+            r->csek = e == 1;
+            break;
+        case IM_WRAPPED_DEK: {
+            const uint8_t *b;
+            uint32_t bl;
+            if (cairn_mp_read_bin(&d.r, &b, &bl, COORD_WRAPPED_DEK_LEN) != CAIRN_OK || bl != COORD_WRAPPED_DEK_LEN)
+                rc = corrupt(&d, "is not 72 bytes");
+            else
+                memcpy(r->wrapped_dek, b, COORD_WRAPPED_DEK_LEN);
+            break;
+        }
+        case IM_COLLECTED: rc = rd_bool(&d, &r->collected); break;
         default:
             if (cairn_mp_skip(&d.r) != CAIRN_OK)
                 rc = corrupt(&d, "has a malformed unknown field");
@@ -858,6 +905,10 @@ int coord_image_decode(const uint8_t *p, size_t len, const char *key, struct coo
     }
     if (rc == CAIRN_OK && !r->retention[0])
         memcpy(r->retention, "never", 6);
+    if (rc == CAIRN_OK && r->csek && !(seen & (1ull << IM_WRAPPED_DEK))) {
+        d.field = "wrapped_dek";
+        rc = corrupt(&d, "is missing for a csek image");
+    }
     if (rc != CAIRN_OK)
         coord_image_rec_release(r);
     return rc;
@@ -867,12 +918,56 @@ int coord_image_decode(const uint8_t *p, size_t len, const char *key, struct coo
 
 enum {
     SB_V, SB_ID, SB_APP, SB_WORKER, SB_IMAGE, SB_RUNTIME, SB_STATE, SB_CREATED, SB_UPDATED, SB_CMD, SB_SNAP,
-    SB_NETWORK, SB_GPU, SB_JOB, SB_TERM_JOB, SB_ERR_CODE, SB_ERR_MSG, SB_REPORT
+    SB_NETWORK, SB_GPU, SB_JOB, SB_TERM_JOB, SB_ERR_CODE, SB_ERR_MSG, SB_REPORT,
+    SB_MOUNTS /* issue 5 */, SB_RESTORED_FROM, SB_EXPIRES_HINT /* issue 6 */
 };
 static const char *const sandbox_fields[] = {"v", "id", "app", "worker", "image", "runtime_id", "state",
                                              "created", "updated", "cmd", "enable_snapshot", "network", "gpu",
-                                             "job", "term_job", "err_code", "err_msg", "report", NULL};
+                                             "job", "term_job", "err_code", "err_msg", "report",
+                                             "mounts", "restored_from", "expires_hint", NULL};
 static const char *const sandbox_states[] = {"creating", "running", "terminated", "failed", NULL};
+
+/* issue 5: "mounts": [{path, image, csek}, ...] (at most COORD_MOUNTS_MAX) */
+static int rd_mounts(struct rdr *d, struct coord_sandbox_rec *r)
+{
+    uint32_t n = 0;
+    if (cairn_mp_read_array(&d->r, &n, COORD_MOUNTS_MAX) != CAIRN_OK)
+        return corrupt(d, "is not an array of at most 64 mounts");
+    if (n == 0)
+        return CAIRN_OK;
+    r->mounts = cairn_calloc(n, sizeof(*r->mounts));
+    if (!r->mounts)
+        return cairn_err_set(CAIRN_ENOMEM, "out of memory reading metadata record '%s'", d->key);
+    for (uint32_t i = 0; i < n; i++) {
+        struct coord_mount *mt = &r->mounts[i];
+        r->nmounts = i + 1;
+        uint32_t nf = 0;
+        if (cairn_mp_read_map(&d->r, &nf, 8) != CAIRN_OK)
+            return corrupt(d, "has a mount that is not a map");
+        bool has_path = false;
+        for (uint32_t k = 0; k < nf; k++) {
+            char name[REC_FIELD_NAME_MAX + 1];
+            const char *saved = d->field;
+            CAIRN_FORWARD_IF_ERROR(rd_name(d, name));
+            d->field = saved;
+            if (!strcmp(name, "path") && !has_path) {
+                CAIRN_FORWARD_IF_ERROR(rd_str_dup(d, &mt->path, 1, 4096));
+                if (mt->path[0] != '/')
+                    return corrupt(d, "has a mount path that is not absolute");
+                has_path = true;
+            } else if (!strcmp(name, "image")) {
+                CAIRN_FORWARD_IF_ERROR(rd_obj_id(d, mt->image, "im-", true));
+            } else if (!strcmp(name, "csek")) {
+                CAIRN_FORWARD_IF_ERROR(rd_bool(d, &mt->csek));
+            } else if (cairn_mp_skip(&d->r) != CAIRN_OK) {
+                return corrupt(d, "has a malformed mount");
+            }
+        }
+        if (!has_path)
+            return corrupt(d, "has a mount without a path");
+    }
+    return CAIRN_OK;
+}
 
 int coord_sandbox_encode(const struct coord_sandbox_rec *r, struct cairn_buf *out)
 {
@@ -880,7 +975,8 @@ int coord_sandbox_encode(const struct coord_sandbox_rec *r, struct cairn_buf *ou
     bool failed = r->state == COORD_SBX_FAILED;
     struct cairn_mp_writer w;
     cairn_mp_writer_init(&w, out);
-    cairn_mp_write_map(&w, (uint32_t)(14 + has_cmd + has_report + (failed ? 1 + (r->err_msg != NULL) : 0)));
+    cairn_mp_write_map(&w, (uint32_t)(14 + has_cmd + has_report + (failed ? 1 + (r->err_msg != NULL) : 0) +
+                                      (r->nmounts > 0) + (r->restored_from[0] != '\0') + (r->expires_hint_ns != 0)));
     w_u64(&w, "v", 1);
     w_str(&w, "id", r->id);
     w_str(&w, "app", r->app);
@@ -906,6 +1002,21 @@ int coord_sandbox_encode(const struct coord_sandbox_rec *r, struct cairn_buf *ou
     }
     if (has_report)
         w_raw(&w, "report", r->report, r->report_len);
+    if (r->nmounts > 0) { /* issue 5 */
+        w_key(&w, "mounts");
+        cairn_mp_write_array(&w, (uint32_t)r->nmounts);
+        for (size_t i = 0; i < r->nmounts; i++) {
+            cairn_mp_write_map(&w, 3);
+            w_str(&w, "path", r->mounts[i].path ? r->mounts[i].path : "");
+            w_str(&w, "image", r->mounts[i].image);
+            w_key(&w, "csek");
+            cairn_mp_write_bool(&w, r->mounts[i].csek);
+        }
+    }
+    if (r->restored_from[0]) /* issue 6 */
+        w_str(&w, "restored_from", r->restored_from);
+    if (r->expires_hint_ns != 0)
+        w_i64(&w, "expires_hint", r->expires_hint_ns);
     return w_done(&w, "sandbox");
 }
 
@@ -961,6 +1072,9 @@ int coord_sandbox_decode(const uint8_t *p, size_t len, const char *key, struct c
             break;
         case SB_ERR_MSG: rc = rd_str_dup(&d, &r->err_msg, 0, REC_TEXT_MAX); break;
         case SB_REPORT: rc = rd_map_raw(&d, &r->report, &r->report_len); break;
+        case SB_MOUNTS: rc = rd_mounts(&d, r); break;
+        case SB_RESTORED_FROM: rc = rd_obj_id(&d, r->restored_from, "sn-", true); break; /* issue 6 */
+        case SB_EXPIRES_HINT: rc = rd_i64(&d, &r->expires_hint_ns); break;
         default:
             if (cairn_mp_skip(&d.r) != CAIRN_OK)
                 rc = corrupt(&d, "has a malformed unknown field");

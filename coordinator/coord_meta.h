@@ -13,6 +13,8 @@
  *   n/<app>/<name>        name index              value: msgpack str, the newest ready image
  *                         with that name in that app
  *   s/<sandbox id>        sandbox record          (struct coord_sandbox_rec)
+ *   c/<owner>/<seq 8 hex> chunk refs of an image or memory snapshot (issue 5)
+ *                         value: domain id (16) || n x chunk id (32)
  *   u/<app>/<upload>      image.import upload in progress (struct coord_upload_rec); its bytes
  *                         are DATA_DIR/uploads/<job id>.tar
  *   m/epoch               membership epoch        msgpack uint
@@ -94,7 +96,9 @@ struct coord_job_rec {
 enum coord_image_state {
     COORD_IMAGE_PENDING = 0, /* its import or snapshot job has not succeeded yet: invisible */
     COORD_IMAGE_READY = 1,
+    COORD_IMAGE_EXPIRED = 2, /* issue 5: expired, removed or dropped: a tombstone (uses say "expired") */
 };
+#define COORD_WRAPPED_DEK_LEN 72  /* issue 5: CAIRN_WRAPPED_DEK_BYTES */
 
 /* An image (sandboxes.md "Records"). */
 struct coord_image_rec {
@@ -115,6 +119,10 @@ struct coord_image_rec {
     char retention[32];                 /* never | ttl:<s> */
     uint64_t size, files, stored;
     char job[COORD_JOB_ID_LEN + 1];     /* the import / snapshot job that made it */
+    /* issue 5 */
+    bool csek;                          /* encryption: csek (domain = its CSEK domain id) | managed */
+    uint8_t wrapped_dek[COORD_WRAPPED_DEK_LEN]; /* CSEK only: the DEK wrapped under the key, for this id */
+    bool collected;                     /* its refs were garbage-collected */
 };
 
 enum coord_sandbox_state {
@@ -124,6 +132,14 @@ enum coord_sandbox_state {
     COORD_SBX_FAILED = 3,
 };
 const char *coord_sandbox_state_name(enum coord_sandbox_state s);
+
+/* A mount of a sandbox (issue 5): path, image ("" = empty), csek. */
+struct coord_mount {
+    char *path;                          /* owned */
+    char image[COORD_OBJ_ID_LEN + 1];
+    bool csek;
+};
+#define COORD_MOUNTS_MAX 64
 
 /* A sandbox (sandboxes.md "Records"). */
 struct coord_sandbox_rec {
@@ -144,6 +160,10 @@ struct coord_sandbox_rec {
     char *err_msg;                       /* owned, may be NULL */
     uint8_t *report;                     /* owned msgpack map: the worker's last report; may be NULL */
     size_t report_len;
+    struct coord_mount *mounts;          /* issue 5: owned, in mount order */
+    size_t nmounts;
+    char restored_from[COORD_OBJ_ID_LEN + 1]; /* issue 6: sn-... it is a clone of, or "" */
+    int64_t expires_hint_ns;             /* issue 6: expiry a snapshot of it inherits (0 = none) */
 };
 
 /* An image.import upload between its first and its last piece. */
@@ -178,6 +198,8 @@ size_t coord_key_image(char *out, const char *id);
 size_t coord_key_sandbox(char *out, const char *id);
 size_t coord_key_name(char *out, const char *app, const char *name);
 size_t coord_key_upload(char *out, const char *app, const char *upload);
+/* issue 5: c/<owner>/<seq, 8 hex> (refs of an owner) */
+size_t coord_key_refs(char *out, const char *owner, uint32_t seq);
 #define COORD_KEY_EPOCH "m/epoch"
 #define COORD_KEY_CLOCK "m/clock"
 #define COORD_KEY_SCHEMA "m/schema"

@@ -180,7 +180,9 @@ static int image_chain(struct coord *c, struct coord_image *img, struct coord_im
         if (!cur->rec.parent[0])
             return CAIRN_OK;
         struct coord_image *parent = coord_image_get(c, cur->rec.parent);
-        if (!parent || parent->rec.state != COORD_IMAGE_READY || strcmp(parent->rec.app, cur->rec.app) != 0)
+        /* issue 5: an expired parent stays usable under a live child until collected (the GC keeps it) */
+        if (!parent || parent->rec.state == COORD_IMAGE_PENDING || parent->rec.collected ||
+            strcmp(parent->rec.app, cur->rec.app) != 0)
             return cairn_err_set(CAIRN_ECORRUPT, "image '%s' is layered on image '%s', which is gone", cur->rec.id,
                                  cur->rec.parent);
         cur = parent;
@@ -236,8 +238,7 @@ void coord_sandbox_on_create(struct coord *c, struct cairn_msg **mp)
         goto out;
     }
     if (gpu > 0 && snap) {
-        coord_reply_error(c, c->csock, m, CAIRN_EINVAL,
-                          "a sandbox with a GPU cannot enable memory snapshots (enable_snapshot with gpu)");
+        coord_reply_error(c, c->csock, m, CAIRN_EINVAL, "sandboxes with snapshots enabled cannot have GPUs");
         goto out;
     }
     if (gpu > 0) {
@@ -247,6 +248,13 @@ void coord_sandbox_on_create(struct coord *c, struct cairn_msg **mp)
     struct coord_image *img = NULL;
     if (coord_image_resolve(c, app, image ? image : "default", &img) != CAIRN_OK) {
         coord_reply_error(c, c->csock, m, CAIRN_ENOTFOUND, "%s", cairn_err_msg());
+        goto out;
+    }
+    if (img->rec.csek) { /* issue 5 (snapshots.md): a CSEK root would need its key on every worker that runs it */
+        coord_reply_error(c, c->csock, m, CAIRN_EUNSUPPORTED,
+                          "image %s is encrypted with a customer-supplied key: mount it into a running sandbox with "
+                          "its key (cairn sandbox mount)",
+                          img->rec.id);
         goto out;
     }
     struct coord_image *chain[CHAIN_MAX];
@@ -327,12 +335,14 @@ void coord_sandbox_on_create(struct coord *c, struct cairn_msg **mp)
      */
     struct coord_image_rec used;
     bool has_used = false;
-    if (rc == CAIRN_OK && r->created_ns - img->rec.last_used_ns >= LAST_USED_GRAIN_NS &&
+    bool sliding = !strncmp(img->rec.retention, "sliding:", 8); /* issue 5: every use of a dir image counts */
+    if (rc == CAIRN_OK && (sliding || r->created_ns - img->rec.last_used_ns >= LAST_USED_GRAIN_NS) &&
         (rc = coord_image_rec_copy(&used, &img->rec)) == CAIRN_OK) {
         has_used = true;
-        used.last_used_ns = r->created_ns;
+        coord_image_touch_rec(&used, r->created_ns);
         rc = coord_meta_batch_image(c->batch, &used);
     }
+    int64_t used_expires = has_used ? used.expires_ns : img->rec.expires_ns;
     if (rc == CAIRN_OK)
         rc = sandbox_add(c, sb);
     if (rc != CAIRN_OK) {
@@ -359,8 +369,10 @@ void coord_sandbox_on_create(struct coord *c, struct cairn_msg **mp)
         coord_reply_error(c, c->csock, m, rc, "create sandbox: %s", cairn_err_msg());
         goto out;
     }
-    if (has_used)
+    if (has_used) {
         img->rec.last_used_ns = used_ns;
+        img->rec.expires_ns = used_expires;
+    }
     cairn_info("sandbox '%s' of app '%s' on image '%s': job '%s'", sid, app, img->rec.id, jid);
     coord_job_answer(c, mp, jid, COORD_KIND_SBX_CREATE_S, wait_ms);
 out:
@@ -390,6 +402,18 @@ static void sandbox_put(struct coord *c, struct cairn_msg *r, struct cairn_mval 
     cairn_mval_put_bool(r, e, "enable_snapshot", rec->enable_snapshot);
     if (rec->gpu)
         cairn_mval_put_u64(r, e, "gpu", rec->gpu);
+    if (rec->restored_from[0]) /* issue 6 */
+        cairn_mval_put_str(r, e, "restored_from", rec->restored_from);
+    if (rec->nmounts) { /* issue 5 */
+        struct cairn_mval *arr = cairn_mval_put_array(r, e, "mounts");
+        for (size_t i = 0; i < rec->nmounts; i++) {
+            struct cairn_mval *mt = cairn_mval_push_map(r, arr);
+            cairn_mval_put_str(r, mt, "path", rec->mounts[i].path);
+            if (rec->mounts[i].image[0])
+                cairn_mval_put_str(r, mt, "image", rec->mounts[i].image);
+            cairn_mval_put_bool(r, mt, "csek", rec->mounts[i].csek);
+        }
+    }
 }
 
 void coord_sandbox_on_ls(struct coord *c, const struct cairn_msg *m)
@@ -699,7 +723,7 @@ static int sbx_finish_prepare(struct coord *c, struct coord_job *j, struct coord
     struct coord_sandbox *sb = job_sandbox(c, j);
     if (!sb)
         return CAIRN_OK;
-    bool create = j->kind_id == COORD_KIND_SBX_CREATE;
+    bool create = j->kind_id == COORD_KIND_SBX_CREATE || j->kind_id == COORD_KIND_SBX_RESTORE; /* issue 6: a clone */
     if (create && (sb->rec.state != COORD_SBX_CREATING || strcmp(sb->rec.job, j->rec.id) != 0))
         return CAIRN_OK;
     if (!create && strcmp(sb->rec.term_job, j->rec.id) != 0)
@@ -779,6 +803,13 @@ int coord_objs_finish_prepare(struct coord *c, struct coord_job *j, struct coord
     case COORD_KIND_SBX_CREATE:
     case COORD_KIND_SBX_TERMINATE: return sbx_finish_prepare(c, j, f);
     case COORD_KIND_SBX_EXEC: return coord_exec_finish_prepare(c, j, f);
+    case COORD_KIND_SBX_MOUNT:
+    case COORD_KIND_SBX_UNMOUNT:
+    case COORD_KIND_SNAPSHOT_DIR: return coord_mounts_finish_prepare(c, j, f); /* issue 5 */
+    case COORD_KIND_DELETE_CHUNKS: break;
+    case COORD_KIND_SBX_RESTORE: return sbx_finish_prepare(c, j, f); /* issue 6: the clone, like a create */
+    case COORD_KIND_SBX_SNAPSHOT:
+    case COORD_KIND_RESTORE: return coord_snapshots_finish_prepare(c, j, f); /* issue 6 */
     case COORD_KIND_OTHER: break;
     }
     return CAIRN_OK;
@@ -792,6 +823,19 @@ void coord_objs_finish_apply(struct coord *c, struct coord_job *j, struct coord_
     case COORD_KIND_SBX_CREATE:
     case COORD_KIND_SBX_TERMINATE: sbx_finish_apply(c, f, apply); break;
     case COORD_KIND_SBX_EXEC: coord_exec_finish_apply(c, j, f, apply); break;
+    case COORD_KIND_SBX_MOUNT:
+    case COORD_KIND_SBX_UNMOUNT:
+    case COORD_KIND_SNAPSHOT_DIR: coord_mounts_finish_apply(c, j, f, apply); break; /* issue 5 */
+    case COORD_KIND_DELETE_CHUNKS:
+        if (apply)
+            coord_retention_delete_ended(c, j);
+        break;
+    case COORD_KIND_SBX_SNAPSHOT: /* issue 6: its sandbox (f->sb), then the snapshot (coord_snapshots.c) */
+    case COORD_KIND_SBX_RESTORE:  /* the clone's sandbox, then its restore group */
+        sbx_finish_apply(c, f, apply);
+        coord_snapshots_finish_apply(c, j, f, apply);
+        break;
+    case COORD_KIND_RESTORE: coord_snapshots_finish_apply(c, j, f, apply); break;
     case COORD_KIND_OTHER: break;
     }
 }

@@ -169,9 +169,12 @@ static int open_store(struct coord *c)
     CAIRN_FORWARD_IF_ERROR(coord_workers_load(c));
     CAIRN_FORWARD_IF_ERROR(coord_images_load(c));
     CAIRN_FORWARD_IF_ERROR(coord_sandboxes_load(c));
+    CAIRN_FORWARD_IF_ERROR(coord_snapshots_load(c)); /* issue 6: before the jobs, whose end may change them */
     CAIRN_FORWARD_IF_ERROR(coord_jobs_load(c));
     coord_images_reconcile(c);
     coord_sandboxes_reconcile(c);
+    coord_retention_load(c); /* issue 5 */
+    coord_snapshots_reconcile(c); /* issue 6: after the sandboxes (restore groups read their clones) */
     return coord_epoch_bump(c);
 }
 
@@ -214,6 +217,7 @@ int coord_new(struct coord **out, const struct coord_config *cfg)
     coord_map_init(&c->images);
     coord_map_init(&c->sandboxes);
     coord_map_init(&c->uploads);
+    coord_map_init(&c->snapshots); /* issue 6 */
     int rc = load_master_key(c);
     if (rc == CAIRN_OK)
         rc = load_admin_token(c);
@@ -254,8 +258,10 @@ void coord_destroy(struct coord **cp)
     cairn_sock_destroy(&c->wsock);
     cairn_net_destroy(&c->net);
     coord_exec_free_all(c);
+    coord_retention_free(c); /* issue 5 */
     coord_jobs_free(c);
     coord_sandboxes_free(c);
+    coord_snapshots_free(c); /* issue 6 */
     coord_images_free(c);
     coord_workers_free(c);
     free_apps(c);
@@ -276,6 +282,7 @@ void coord_tick(struct coord *c)
     coord_workers_tick(c, now);
     coord_jobs_tick(c, now);
     coord_images_tick(c, now);
+    coord_retention_tick(c, now); /* issue 5 */
     if (c->nstalled)
         coord_exec_flush(c);
 }

@@ -934,6 +934,12 @@ static int validate_spec(const struct cairn_sandbox_spec *spec)
     }
     if (spec->cwd && spec->cwd[0] != '/')
         return cairn_err_set(CAIRN_EINVAL, "cwd '%s' is not absolute", spec->cwd);
+    if (spec->upper_from) {
+        CAIRN_FORWARD_IF_ERROR(sbx_check_host_path("upper dir", spec->upper_from));
+        struct stat st;
+        if (lstat(spec->upper_from, &st) != 0 || !S_ISDIR(st.st_mode))
+            return cairn_err_set(CAIRN_ENOTFOUND, "upper dir '%s' is not a directory", spec->upper_from);
+    }
     for (size_t i = 0; i < spec->n_mounts; i++)
         CAIRN_FORWARD_IF_ERROR(sbx_check_mount_spec(&spec->mounts[i]));
     return CAIRN_OK;
@@ -1082,7 +1088,9 @@ static int sbx_start(struct cairn_runtime *rt, const struct cairn_sandbox_spec *
         goto fail;
     }
     owned = true;
-    if (mkdir(sb->bundle, 0711) != 0 || mkdir(sb->upper, 0755) != 0 || mkdir(sb->work, 0700) != 0 ||
+    if (mkdir(sb->bundle, 0711) != 0 ||
+        (spec->upper_from ? rename(spec->upper_from, sb->upper) : mkdir(sb->upper, 0755)) != 0 ||
+        mkdir(sb->work, 0700) != 0 ||
         mkdir(sb->merged, 0755) != 0 || mkdir(sb->exec_dir, 0700) != 0 ||
         (spec->n_lowers == 0 && mkdir(sb->lower_empty, 0755) != 0)) {
         rc = cairn_err_set_errno(CAIRN_EIO, errno, "sandbox %s: make dirs under '%s'", id, sb->dir);

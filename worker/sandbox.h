@@ -106,6 +106,11 @@ struct cairn_sandbox_spec {
     bool network;               /* true: CAIRN_EUNSUPPORTED for now (--network=none only) */
     const struct cairn_mount_spec *mounts; /* made under merged before runsc starts (restore needs them) */
     size_t n_mounts;
+    /* NULL: the root overlay starts with an empty upper dir. Else an absolute host dir on the state root's
+       filesystem holding an overlay upper (whiteouts, opaque dirs), moved into place as the sandbox's upper
+       (removed with the sandbox; after a failure the caller removes it if still there): a restored clone's
+       diff then includes its snapshot's, so a snapshot of the clone is a whole diff against the image. */
+    const char *upper_from;
 };
 
 /*
@@ -214,7 +219,8 @@ int cairn_sandbox_terminate(struct cairn_sandbox *sb);
 int cairn_sandbox_checkpoint(struct cairn_sandbox *sb, const char *image_dir);
 /*
  * Restore a checkpoint image into a new sandbox (new id, own overlay): spec->lowers must rebuild the root
- * the image expects (typically the saved upper copy as the top layer, then the image's layers), and
+ * the image expects (typically the saved upper copy as the top layer, then the image's layers; or the
+ * image's layers with a copy of the saved upper as spec->upper_from), and
  * spec->mounts every mount that existed at checkpoint time (same paths). argv/env/hostname come from the
  * image. Same errors and cleanup as create.
  */

@@ -29,7 +29,8 @@
  * Sandboxes: one runtime (sandbox.h) with its state under DATA_DIR/runtime, reconciled at startup before
  * anything else (live sandboxes re-adopted, orphans removed, both logged); the ids it runs are reported at
  * each registration (`sandboxes`, runtime ids), their count in heartbeats. The layer cache is
- * DATA_DIR/layers (worker_layers.h).
+ * DATA_DIR/layers (worker_layers.h). Private CSEK layer dirs (DATA_DIR/private/<runtime id>) of sandboxes
+ * that were not re-adopted are removed right after the reconcile.
  *
  * Coordinator session (state: unregistered -> registered -> unregistered ...)
  * - unregistered: worker.register is sent at once and again every REGISTER_RESEND until a reply to one
@@ -53,6 +54,7 @@
 #include "worker_daemon.h"
 
 #include "worker_jobs.h"
+#include "worker_jobs_int.h"
 #include "worker_members.h"
 #include "worker_layers.h"
 #include "worker_peer.h"
@@ -644,6 +646,20 @@ static int runtime_start(struct wk *w)
     if (rep.n_failed)
         cairn_warn("runtime: %zu orphan sandboxes could not be removed (retried at the next start)", rep.n_failed);
     cairn_reconcile_report_release(&rep);
+    char(*ids)[CAIRN_SANDBOX_ID_LEN + 1] = NULL;
+    size_t nids = 0;
+    const char **keep = NULL;
+    if (cairn_runtime_ids(w->rt, &ids, &nids) != CAIRN_OK) {
+        cairn_warn("runtime: private layer dirs left as they are: %s", cairn_err_msg());
+        return CAIRN_OK;
+    }
+    if (nids == 0 || (keep = cairn_calloc(nids, sizeof(*keep)))) {
+        for (size_t i = 0; i < nids; i++)
+            keep[i] = ids[i];
+        cairn_wk__private_cleanup(w->abs_data, NULL, keep, nids);
+    }
+    cairn_free(keep);
+    cairn_free(ids);
     return CAIRN_OK;
 }
 

@@ -10,8 +10,9 @@
  *   reader thread from its start to its join. If the import stops early (a damaged archive), closing the
  *   read end makes the reader's next write fail (EPIPE) and it stops; if the reader fails (the coordinator
  *   refuses, times out), closing the write end ends the import and the reader's error is the job's. Then
- *   every chunk of the tree is replicated (cairn_wk__replicate_tree) and the result is the layer reference
- *   plus files, size (logical bytes) and stored (bytes written for new chunks, manifest included).
+ *   the tree's refs are sent (job.refs, cairn_wk__send_refs; before the replication, which may drop local
+ *   copies), every chunk of it is replicated (cairn_wk__replicate_tree) and the result is the layer
+ *   reference plus files, size (logical bytes) and stored (bytes written for new chunks, manifest included).
  *
  * Replication of a tree: the unique chunk ids of the tree (manifest and data chunks) are pushed to their
  *   placement sets exactly as ingest pushes its chunks (worker_jobs.c), R and the membership being those
@@ -392,6 +393,21 @@ int cairn_wk__layer_get(struct jt *t, const struct job *jb, const struct cairn_d
     return CAIRN_OK;
 }
 
+int cairn_wk__layer_build(struct jt *t, const struct job *jb, const struct cairn_domain *d,
+                          const struct wk_layer_ref *lr, const char *dir, uint64_t *fetched_chunks,
+                          uint64_t *fetched_bytes)
+{
+    CAIRN_FORWARD_IF_ERROR(cairn_wk__codec(t));
+    CAIRN_FORWARD_IF_ERROR(cairn_wk__fetch(t));
+    struct lbuild b = {.t = t, .jb = jb, .d = d, .lr = lr};
+    int rc = build_layer(&b, dir);
+    *fetched_chunks += b.chunks;
+    *fetched_bytes += b.bytes;
+    if (rc != CAIRN_OK)
+        return cairn_err_set(rc, "layer of image '%s': %s", lr->image, cairn_err_msg());
+    return CAIRN_OK;
+}
+
 /* ---- image-import ---- */
 
 struct rd {
@@ -672,7 +688,9 @@ int cairn_wk__run_image_import(struct jt *t, const struct job *jb, struct cairn_
     cairn_info("image '%s': imported %llu bytes of upload: %llu entries, %llu files, %llu bytes, %llu new chunks",
                image, (unsigned long long)atomic_load(&u->written), (unsigned long long)st.entries,
                (unsigned long long)st.files, (unsigned long long)st.bytes, (unsigned long long)st.chunks_new);
-    rc = cairn_wk__replicate_tree(t, jb, d, &ref, "replicate");
+    rc = cairn_wk__send_refs(t, jb, d, &ref); /* first: replication may drop local copies */
+    if (rc == CAIRN_OK)
+        rc = cairn_wk__replicate_tree(t, jb, d, &ref, "replicate");
     if (rc != CAIRN_OK)
         goto out;
     struct cairn_mval *r = cairn_msg_set_map(res, "result");

@@ -28,6 +28,15 @@
  *   waiting for acknowledgements are bounded (PENDING_BYTES): chunking waits for the network beyond.
  * A chunk that was already in the store (dedup) is replicated too: an earlier ingest may have failed
  * before its replicas were made, and a peer that holds it answers at the cost of one lookup.
+ *
+ * CSEK (docs/internals/snapshots.md): a job.dispatch may carry `domain` (16) and `dek` (32, SECRET). Before
+ * the kind runs, the DEK becomes a struct cairn_domain (guarded memory) in job.csek, checked against
+ * `domain` (EKEY otherwise); it is destroyed with the job, and so is the dispatch message (proto wipes its
+ * SECRET fields). Nothing here formats the DEK anywhere.
+ *
+ * job.refs (cairn_wk__send_refs): the unique chunk ids of a stored tree, sent to the coordinator in
+ * batches of REFS_BATCH with seq counting on across calls of one job, one batch in flight, each resent
+ * after REFS_TIMEOUT_NS up to REFS_ATTEMPTS times; an error reply fails the job.
  */
 #include "worker_jobs.h"
 #include "worker_jobs_int.h"
@@ -42,6 +51,7 @@
 
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -53,6 +63,9 @@
 #define HELD_MAX 256
 #define SLEEP_MAX_MS 86400000ull
 #define EXEC_THREADS 64u
+#define REFS_BATCH 4096u
+#define REFS_TIMEOUT_NS (10000ull * 1000000ull)
+#define REFS_ATTEMPTS 6u
 
 struct dom_entry {
     char *app;
@@ -271,6 +284,139 @@ int cairn_wk__coord(struct jt *t)
     if (rc != CAIRN_OK)
         return cairn_err_set(rc, "job thread: connect to the coordinator at %s: %s", e->coordinator, cairn_err_msg());
     return CAIRN_OK;
+}
+
+/* ---- CSEK domain of a job, job.refs ---- */
+
+/* dispatch domain/dek -> jb->csek. Both or neither. */
+static int job_csek(struct job *jb)
+{
+    const uint8_t *dom = NULL, *dek = NULL;
+    size_t dl = 0, kl = 0;
+    bool has_dom = cairn_msg_get_bin(jb->msg, "domain", &dom, &dl) == CAIRN_OK;
+    bool has_dek = cairn_msg_get_bin(jb->msg, "dek", &dek, &kl) == CAIRN_OK;
+    if (!has_dom && !has_dek)
+        return CAIRN_OK;
+    if (!has_dom || dl != CAIRN_DOMAIN_ID_BYTES)
+        return cairn_err_set(CAIRN_EKEY, "%s: job '%s' carries a data key without its %d-byte domain id", jb->kind,
+                             jb->id, CAIRN_DOMAIN_ID_BYTES);
+    if (!has_dek || kl != CAIRN_KEY_BYTES)
+        return cairn_err_set(CAIRN_EKEY, "%s: job '%s' names a customer-key domain but carries no %d-byte data key",
+                             jb->kind, jb->id, CAIRN_KEY_BYTES);
+    CAIRN_FORWARD_IF_ERROR(cairn_domain_new(&jb->csek, dek));
+    if (memcmp(cairn_domain_id(jb->csek), dom, CAIRN_DOMAIN_ID_BYTES) != 0) {
+        cairn_domain_destroy(&jb->csek);
+        return cairn_err_set(CAIRN_EKEY, "%s: data key does not match domain", jb->kind);
+    }
+    return CAIRN_OK;
+}
+
+int cairn_wk__job_domain(struct jt *t, const struct job *jb, const struct cairn_domain **d)
+{
+    *d = NULL;
+    if (jb->csek) {
+        *d = jb->csek;
+        return CAIRN_OK;
+    }
+    const char *app = NULL;
+    CAIRN_FORWARD_IF_ERROR(cairn_wk__job_app(jb, &app));
+    return cairn_wk__domain_of(t->j, app, d);
+}
+
+struct refs_ids {
+    uint8_t (*v)[CAIRN_CHUNK_ID_BYTES];
+    size_t n, cap;
+};
+
+static int refs_add(void *arg, const uint8_t id[CAIRN_CHUNK_ID_BYTES])
+{
+    struct refs_ids *s = arg;
+    CAIRN_FORWARD_IF_ERROR(cairn_array_grow((void **)&s->v, &s->cap, s->n + 1, sizeof(*s->v)));
+    memcpy(s->v[s->n++], id, CAIRN_CHUNK_ID_BYTES);
+    return CAIRN_OK;
+}
+
+static int refs_cmp(const void *a, const void *b) { return memcmp(a, b, CAIRN_CHUNK_ID_BYTES); }
+
+/* Send one batch and wait for its acknowledgement (resending on timeout). */
+static int refs_batch(struct jt *t, const struct job *jb, const uint8_t *dom, const uint8_t (*ids)[CAIRN_CHUNK_ID_BYTES],
+                      size_t n, uint64_t seq)
+{
+    for (unsigned attempt = 1;; attempt++) {
+        CAIRN_FORWARD_IF_ERROR(cairn_wk__job_check(t, jb));
+        struct cairn_msg *m = cairn_msg_new(CAIRN_MSG_JOB_REFS);
+        if (!m)
+            return cairn_err_set(CAIRN_ENOMEM, "out of memory for a job.refs");
+        uint64_t rid = ++t->coord_rid;
+        cairn_msg_set_rid(m, rid);
+        cairn_msg_set_str(m, "job", jb->id);
+        cairn_msg_set_u64(m, "seq", seq);
+        cairn_msg_set_bin(m, "domain", dom, CAIRN_DOMAIN_ID_BYTES);
+        struct cairn_mval *arr = cairn_msg_set_array(m, "ids");
+        for (size_t i = 0; i < n; i++)
+            cairn_mval_push_bin(m, arr, ids[i], CAIRN_CHUNK_ID_BYTES);
+        int rc = cairn_msg_build_error(m);
+        if (rc == CAIRN_OK)
+            rc = cairn_sock_send(t->coord, m);
+        cairn_msg_destroy(&m);
+        if (rc != CAIRN_OK && rc != CAIRN_EAGAIN)
+            return cairn_err_set(rc, "%s: job.refs %llu of job '%s' not sent: %s", jb->kind, (unsigned long long)seq,
+                                 jb->id, cairn_err_msg());
+        uint64_t until = now_ns() + REFS_TIMEOUT_NS;
+        while (now_ns() < until) {
+            CAIRN_FORWARD_IF_ERROR(cairn_wk__job_check(t, jb));
+            struct cairn_msg *r = NULL;
+            rc = cairn_sock_recv(t->coord, 100, &r);
+            if (rc != CAIRN_OK) {
+                cairn_msg_destroy(&r);
+                continue;
+            }
+            if (!cairn_msg_is_reply(r) || cairn_msg_rid(r) != rid) {
+                cairn_msg_destroy(&r); /* a late reply to an earlier attempt */
+                continue;
+            }
+            int code = cairn_msg_code(r);
+            if (code != CAIRN_OK) {
+                rc = cairn_err_set(code, "%s: job.refs %llu of job '%s' refused by the coordinator: %s", jb->kind,
+                                   (unsigned long long)seq, jb->id,
+                                   cairn_msg_text(r) ? cairn_msg_text(r) : cairn_err_name(code));
+                cairn_msg_destroy(&r);
+                return rc;
+            }
+            cairn_msg_destroy(&r);
+            return CAIRN_OK;
+        }
+        if (attempt >= REFS_ATTEMPTS)
+            return cairn_err_set(CAIRN_ETIMEDOUT, "%s: job.refs %llu of job '%s' unanswered after %u attempts", jb->kind,
+                                 (unsigned long long)seq, jb->id, attempt);
+    }
+}
+
+int cairn_wk__send_refs(struct jt *t, const struct job *jb, const struct cairn_domain *d,
+                        const struct cairn_tree_ref *ref)
+{
+    const struct cairn_wk_jobs_env *e = &t->j->env;
+    if (!e->coordinator || !e->coordinator_key)
+        return CAIRN_OK; /* no coordinator (a bare worker, tools): nobody keeps refs */
+    CAIRN_FORWARD_IF_ERROR(cairn_wk__coord(t));
+    struct refs_ids ids = {0};
+    int rc = cairn_tree_chunks(e->store, d, ref, refs_add, &ids);
+    if (rc != CAIRN_OK)
+        goto out;
+    if (ids.n > 1) {
+        qsort(ids.v, ids.n, sizeof(*ids.v), refs_cmp);
+        size_t k = 1;
+        for (size_t i = 1; i < ids.n; i++)
+            if (memcmp(ids.v[i], ids.v[k - 1], CAIRN_CHUNK_ID_BYTES) != 0)
+                memmove(ids.v[k++], ids.v[i], CAIRN_CHUNK_ID_BYTES);
+        ids.n = k;
+    }
+    for (size_t off = 0; off < ids.n && rc == CAIRN_OK; off += REFS_BATCH)
+        rc = refs_batch(t, jb, cairn_domain_id(d), (const uint8_t(*)[CAIRN_CHUNK_ID_BYTES])ids.v + off,
+                        CAIRN_MIN((size_t)REFS_BATCH, ids.n - off), t->refs_seq++);
+out:
+    cairn_free(ids.v);
+    return rc;
 }
 
 /* ---- noop ---- */
@@ -540,7 +686,8 @@ static void job_free(struct job **jbp)
 {
     if (!jbp || !*jbp)
         return;
-    cairn_msg_destroy(&(*jbp)->msg);
+    cairn_domain_destroy(&(*jbp)->csek);
+    cairn_msg_destroy(&(*jbp)->msg); /* wipes the SECRET dek */
     cairn_free(*jbp);
     *jbp = NULL;
 }
@@ -559,6 +706,12 @@ static int run_kind(struct jt *t, const struct job *jb, struct cairn_msg *res)
         {"sandbox-exec", cairn_wk__run_sandbox_exec},
         {"sandbox-terminate", cairn_wk__run_sandbox_terminate},
         {"snapshot-fs", cairn_wk__run_snapshot_fs},
+        {"sandbox-mount", cairn_wk__run_sandbox_mount},
+        {"sandbox-unmount", cairn_wk__run_sandbox_unmount},
+        {"snapshot-dir", cairn_wk__run_snapshot_dir},
+        {"delete-chunks", cairn_wk__run_delete_chunks},
+        {"sandbox-snapshot", cairn_wk__run_sandbox_snapshot},
+        {"sandbox-restore", cairn_wk__run_sandbox_restore},
     };
     for (size_t i = 0; i < CAIRN_ARRAY_LEN(kinds); i++)
         if (!strcmp(jb->kind, kinds[i].kind))
@@ -571,8 +724,11 @@ static void run_job(struct jt *t, struct job *jb)
     struct cairn_msg *res = cairn_msg_new(CAIRN_MSG_JOB_RESULT);
     uint64_t t0 = now_ns();
     cairn_err_clear();
-    int rc = res ? run_kind(t, jb, res)
-                 : cairn_err_set(CAIRN_ENOMEM, "out of memory for the result of job '%s'", jb->id);
+    t->refs_seq = 0;
+    int rc = res ? job_csek(jb) : cairn_err_set(CAIRN_ENOMEM, "out of memory for the result of job '%s'", jb->id);
+    if (rc == CAIRN_OK)
+        rc = run_kind(t, jb, res);
+    cairn_domain_destroy(&jb->csek); /* the job's key lives no longer than the job */
     if (rc == CAIRN_OK && cairn_msg_build_error(res) != CAIRN_OK)
         rc = cairn_msg_build_error(res);
     if (rc == CAIRN_ECANCELED && atomic_load(t->j->env.abandon)) {

@@ -5,6 +5,7 @@
  *   worker_image.c       image-import, tree replication, layers for sandbox-create (the layer cache's builds)
  *   worker_sbjobs.c      sandbox-create, sandbox-terminate, snapshot-fs
  *   worker_exec.c        sandbox-exec with job.output streaming
+ *   worker_dirjobs.c     sandbox-mount, sandbox-unmount, snapshot-dir, delete-chunks (issue 5)
  *
  * A struct jt is one job thread's own state: everything in it is used by that thread only (ZeroMQ sockets
  * are single-thread), created lazily and kept across jobs so connections stay up.
@@ -26,6 +27,7 @@ struct job {
     unsigned cls;          /* JOB_CLASS_* */
     uint64_t deadline_ns;  /* 0: none */
     uint64_t deadline_ms;
+    struct cairn_domain *csek; /* CSEK domain from dispatch domain/dek (guarded), NULL: none; job-only */
 };
 
 /* General jobs share job_threads threads; execs (long, mostly waiting) get threads of their own. */
@@ -38,6 +40,7 @@ struct jt {
     struct cairn_sock *pipe;      /* DEALER to the main thread (job.progress, job.result) */
     struct cairn_sock *coord;     /* DEALER to the coordinator (upload.read, job.output) */
     uint64_t coord_rid;           /* request ids on coord */
+    uint64_t refs_seq;            /* next job.refs seq of the running job (reset per job) */
     struct cairn_wk_repl *repl;   /* chunk.put to peers */
     struct cairn_wk_fetch *fetch; /* chunk.get from peers */
 };
@@ -63,6 +66,21 @@ int cairn_wk__fetch(struct jt *t);
 /* The thread's DEALER to the coordinator: same key pair as the main thread's, a routing id of its own. */
 int cairn_wk__coord(struct jt *t);
 
+/* ---- CSEK and refs (issue 5; used by worker_dirjobs.c and worker_memjobs.c) ---- */
+
+/* The job's domain: its CSEK domain (from job.dispatch domain/dek) when given, else the app's managed one.
+   *d is borrowed (valid until the job ends). */
+int cairn_wk__job_domain(struct jt *t, const struct job *jb, const struct cairn_domain **d);
+/*
+ * Send job.refs for every chunk (manifest + data) of the stored tree ref in domain d to the coordinator
+ * (jt's DEALER), in batches of <= 4096 ids, seq 0,1,2.. continuing across calls of the same job (the seq
+ * counter lives in struct jt, reset per job), each acknowledged before the next (resent on timeout; an error
+ * reply fails). No coordinator configured: a no-op. Call it BEFORE cairn_wk__replicate_tree: replication
+ * deletes the local copies of chunks outside this worker's placement set, and the walk needs the manifest.
+ */
+int cairn_wk__send_refs(struct jt *t, const struct job *jb, const struct cairn_domain *d,
+                        const struct cairn_tree_ref *ref);
+
 /* Strings from params: v is NULL-terminated (NULL when the param is absent); entries point into the job's
    message or into own[]. Release with cairn_wk__strv_release. */
 struct wk_strv {
@@ -86,6 +104,19 @@ int cairn_wk__run_sandbox_create(struct jt *t, const struct job *jb, struct cair
 int cairn_wk__run_sandbox_terminate(struct jt *t, const struct job *jb, struct cairn_msg *res);
 int cairn_wk__run_snapshot_fs(struct jt *t, const struct job *jb, struct cairn_msg *res);
 int cairn_wk__run_sandbox_exec(struct jt *t, const struct job *jb, struct cairn_msg *res);
+/* worker_dirjobs.c (issue 5) */
+int cairn_wk__run_sandbox_mount(struct jt *t, const struct job *jb, struct cairn_msg *res);
+int cairn_wk__run_sandbox_unmount(struct jt *t, const struct job *jb, struct cairn_msg *res);
+int cairn_wk__run_snapshot_dir(struct jt *t, const struct job *jb, struct cairn_msg *res);
+int cairn_wk__run_delete_chunks(struct jt *t, const struct job *jb, struct cairn_msg *res);
+/* Remove DATA_DIR/private/<rid> (CSEK layer dirs of a sandbox); rid NULL: every runtime id under private/
+   that is not in keep[0..nkeep) (worker start). Failures are logged. */
+void cairn_wk__private_cleanup(const char *data_dir, const char *rid, const char *const *keep, size_t nkeep);
+/* DATA_DIR into buf, derived from the runtime's state root (DATA_DIR/runtime); EUNAVAILABLE without one. */
+int cairn_wk__data_dir(struct jt *t, char *buf, size_t cap);
+/* worker_memjobs.c (issue 6) */
+int cairn_wk__run_sandbox_snapshot(struct jt *t, const struct job *jb, struct cairn_msg *res);
+int cairn_wk__run_sandbox_restore(struct jt *t, const struct job *jb, struct cairn_msg *res);
 
 /* ---- shared by the image kinds (worker_image.c) ---- */
 
@@ -113,5 +144,10 @@ int cairn_wk__replicate_tree(struct jt *t, const struct job *jb, const struct ca
 int cairn_wk__layer_get(struct jt *t, const struct job *jb, const struct cairn_domain *d,
                         const struct wk_layer_ref *lr, char **path, uint64_t *fetched_chunks,
                         uint64_t *fetched_bytes);
+/* Like cairn_wk__layer_get, but outside the shared cache (CSEK layers): fetch and materialise (overlay
+   mode) into dir, which must not exist yet. */
+int cairn_wk__layer_build(struct jt *t, const struct job *jb, const struct cairn_domain *d,
+                          const struct wk_layer_ref *lr, const char *dir, uint64_t *fetched_chunks,
+                          uint64_t *fetched_bytes);
 
 #endif

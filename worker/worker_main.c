@@ -19,6 +19,7 @@
 #include "cairn/log.h"
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <unistd.h>
 
@@ -67,6 +68,10 @@ int main(int argc, char **argv)
         return rc;
     }
     cairn_log_set_level(level);
+    /* Job messages carry data keys of CSEK images (guarded memory is MADV_DONTDUMP, but ZeroMQ's buffers are
+       not): no core dumps of the worker, ever. runsc and the sandboxes inherit the limit. */
+    struct rlimit no_core = {0, 0};
+    setrlimit(RLIMIT_CORE, &no_core);
     install_signals();
     struct cairn_wk_daemon_opts o = {.no_coordinator = flags.no_coordinator, .subreaper = true, .stop = &stop_flag};
     rc = cairn_wk_daemon_run(&cfg, &o);

@@ -12,8 +12,10 @@
  *   with EBUSY (the coordinator places by capacity too; this is the backstop). create_ms is the job's
  *   whole time on the worker (layers and start).
  * snapshot-fs: pause, capture the root overlay's upper dir with CAIRN_TREE_OVERLAY (or, with flatten, the
- *   merged root as a plain tree), resume (on every path), then replicate the tree's chunks. Mount points
- *   made by sandbox.mount are left out of the capture. pause_ms covers pause, capture and resume.
+ *   merged root as a plain tree), resume (on every path), then send the tree's refs (job.refs) and
+ *   replicate its chunks. Mount points made by sandbox.mount are left out of the capture. pause_ms covers pause,
+ *   capture and resume.
+ * sandbox-terminate also removes the sandbox's private CSEK layer dirs (DATA_DIR/private/<runtime id>).
  */
 #include "worker_jobs_int.h"
 
@@ -241,6 +243,9 @@ int cairn_wk__run_sandbox_terminate(struct jt *t, const struct job *jb, struct c
     cairn_sandbox_release(&sb);
     if (rc != CAIRN_OK)
         return rc;
+    char dd[4096];
+    if (cairn_wk__data_dir(t, dd, sizeof(dd)) == CAIRN_OK)
+        cairn_wk__private_cleanup(dd, rid, NULL, 0);
     cairn_msg_set_map(res, "result");
     return CAIRN_OK;
 }
@@ -308,7 +313,9 @@ int cairn_wk__run_snapshot_fs(struct jt *t, const struct job *jb, struct cairn_m
                "chunks", rid, flatten ? "flattened" : "filesystem", image, (unsigned long long)pause_ms,
                (unsigned long long)st.entries, (unsigned long long)st.whiteouts, (unsigned long long)st.bytes,
                (unsigned long long)st.chunks_new);
-    rc = cairn_wk__replicate_tree(t, jb, d, &ref, "replicate");
+    rc = cairn_wk__send_refs(t, jb, d, &ref); /* first: replication may drop local copies */
+    if (rc == CAIRN_OK)
+        rc = cairn_wk__replicate_tree(t, jb, d, &ref, "replicate");
     if (rc != CAIRN_OK)
         goto out;
     struct cairn_mval *r = cairn_msg_set_map(res, "result");

@@ -25,6 +25,15 @@
  * - snapshot-fs (ttl, pause_ms, the agreement's result names), ls, terminate.
  * - the CLI: ids alone on stdout, --json objects, exec's exit code, streams
  *   and stdin, snapshot-fs's pause on stderr, error exit codes.
+ * - issues 5 and 6: mount (image name resolved, the key in the request's
+ *   `key` field only, empty mounts), unmount, snapshot-dir (key, ttl_s, the
+ *   agreement's result names), snapshot, restore (count, worker, ids and
+ *   workers in order), snapshot ls (all pages) / show (mounts) / rm; keys of a
+ *   bad size refused with cairn_csek_validate's message before anything is
+ *   sent; refusals of the coordinator (EEXIST) and failed jobs (EKEY, EBUSY,
+ *   ENOTFOUND "expired") with their code and message; progress reported with
+ *   the operation as its stage; the CLI's outputs and --json shapes, --key-file
+ *   never echoed.
  */
 #include "testutil.h"
 
@@ -74,7 +83,8 @@ struct fx {
     uint64_t up_size; /* "size" of the first piece, 0 if absent */
     char up_name[160];
     int njobs;
-    char last[1024]; /* the last sandbox.create / exec / snapshot-fs request, as text */
+    char last[1024]; /* the last sandbox.create / exec / snapshot-fs / mount / ... request, as text */
+    char last_req_id[80]; /* and its req_id (issue 5/6 requests) */
 };
 
 static void bad(struct fx *f, const char *why)
@@ -159,6 +169,23 @@ static struct cairn_msg *job_reply(const struct cairn_msg *req, const char *id, 
 /* The final state of a job, by the kind in its id (jb-<kind>-<n>[-fail]). */
 static struct cairn_msg *job_done(const struct cairn_msg *req, const char *id)
 {
+    static const struct {
+        const char *suffix;
+        int code;
+        const char *msg;
+    } fails[] = {
+        {"-fkey", CAIRN_EKEY, "wrong encryption key for image im-00000000000000e1"},
+        {"-fbusy", CAIRN_EBUSY, "an exec is still running in sb-busy (job jb-x): wait for it to end"},
+        {"-fexp", CAIRN_ENOTFOUND, "snapshot sn-expired expired on 2026-01-01T00:00:00Z"},
+    };
+    for (size_t i = 0; i < sizeof(fails) / sizeof(fails[0]); i++) {
+        if (strstr(id, fails[i].suffix)) {
+            struct cairn_msg *rep = job_reply(req, id, "failed");
+            cairn_msg_set_u64(rep, "err_code", (uint64_t)fails[i].code);
+            cairn_msg_set_str(rep, "err_msg", fails[i].msg);
+            return rep;
+        }
+    }
     if (strstr(id, "-fail")) {
         struct cairn_msg *rep = job_reply(req, id, "failed");
         cairn_msg_set_u64(rep, "err_code", CAIRN_ENOTFOUND);
@@ -178,6 +205,25 @@ static struct cairn_msg *job_done(const struct cairn_msg *req, const char *id)
         /* the agreement's names (sandboxes.md), not "id": the client takes both */
         cairn_mval_put_str(rep, res, "image", "im-00000000000000cc");
         cairn_mval_put_u64(rep, res, "pause_ms", 12);
+    } else if (!strncmp(id, "jb-sdir-", 8)) {
+        cairn_mval_put_str(rep, res, strstr(id, "-alt") ? "image" : "id", "im-00000000000000dd");
+        cairn_mval_put_u64(rep, res, "files", 3);
+    } else if (!strncmp(id, "jb-msnap-", 9)) {
+        cairn_mval_put_str(rep, res, "id", "sn-00000000000000ee");
+    } else if (!strncmp(id, "jb-restore-", 11)) {
+        /* jb-restore-<n>-c<count>: ids sb-...01, 02, ... on w1, w2, w3, w1, ... */
+        const char *cp = strstr(id, "-c");
+        int count = cp ? (int)strtol(cp + 2, NULL, 10) : 1;
+        struct cairn_mval *ids = cairn_mval_put_array(rep, res, "ids");
+        struct cairn_mval *ws = cairn_mval_put_array(rep, res, "workers");
+        for (int i = 0; i < count; i++) {
+            char sid[32], w[8];
+            snprintf(sid, sizeof(sid), "sb-%016x", 0x100 + i + 1);
+            snprintf(w, sizeof(w), "w%d", i % 3 + 1);
+            cairn_mval_push_str(rep, ids, sid);
+            cairn_mval_push_str(rep, ws, w);
+        }
+        cairn_mval_put_str(rep, res, "id", "sb-0000000000000101");
     }
     return rep;
 }
@@ -203,6 +249,26 @@ static void put_image(struct cairn_msg *rep, struct cairn_mval *arr, int i)
         cairn_mval_put_u64(rep, im, "expires_at", 4000000000000000000ull);
         cairn_mval_put_str(rep, im, "retention", "ttl:3600");
     }
+}
+
+static void put_snapshot(struct cairn_msg *rep, struct cairn_mval *sn, int i)
+{
+    char id[32];
+    snprintf(id, sizeof(id), "sn-%016x", i + 1);
+    cairn_mval_put_str(rep, sn, "id", id);
+    cairn_mval_put_str(rep, sn, "sandbox", "sb-0000000000000001");
+    cairn_mval_put_u64(rep, sn, "created_at", 1000000000ull * (uint64_t)(i + 1));
+    cairn_mval_put_u64(rep, sn, "expires_at", 1000000000ull * (uint64_t)(i + 1) + 604800000000000ull);
+    cairn_mval_put_str(rep, sn, "fingerprint", "runsc-1+cpu-abc");
+    cairn_mval_put_str(rep, sn, "image", "im-0000000000000002");
+    if (i == 1) {
+        struct cairn_mval *mounts = cairn_mval_put_array(rep, sn, "mounts");
+        cairn_mval_push_str(rep, mounts, "/data");
+        cairn_mval_push_str(rep, mounts, "/cache");
+        cairn_mval_put_str(rep, sn, "parent", "sn-0000000000000001");
+    }
+    cairn_mval_put_u64(rep, sn, "size", 200u << 20);
+    cairn_mval_put_u64(rep, sn, "stored", 1000u * (uint64_t)(i + 1));
 }
 
 /* exec: the scripted commands. */
@@ -530,8 +596,16 @@ static void *server_main(void *arg)
                 cairn_mval_put_str(rep, sb, "worker", i ? "w1" : "w2");
                 cairn_mval_put_str(rep, sb, "image", "im-0000000000000002");
                 cairn_mval_put_u64(rep, sb, "created_at", 1000000000ull);
-                if (i == 1)
+                if (i == 1) {
                     cairn_mval_put_bool(rep, sb, "enable_snapshot", true);
+                    struct cairn_mval *mounts = cairn_mval_put_array(rep, sb, "mounts");
+                    struct cairn_mval *mt = cairn_mval_push_map(rep, mounts);
+                    cairn_mval_put_str(rep, mt, "path", "/data");
+                    cairn_mval_put_str(rep, mt, "image", "im-00000000000000e1");
+                    cairn_mval_put_bool(rep, mt, "csek", true);
+                    mt = cairn_mval_push_map(rep, mounts);
+                    cairn_mval_put_str(rep, mt, "path", "/scratch");
+                }
             }
             if (start + 2 < n) {
                 snprintf(id, sizeof(id), "sb-%016x", start + 2);
@@ -539,6 +613,72 @@ static void *server_main(void *arg)
             }
             break;
         }
+        case CAIRN_MSG_SANDBOX_MOUNT:
+        case CAIRN_MSG_SANDBOX_UNMOUNT:
+        case CAIRN_MSG_SANDBOX_SNAPSHOT_DIR:
+        case CAIRN_MSG_SANDBOX_SNAPSHOT:
+        case CAIRN_MSG_SANDBOX_RESTORE: {
+            char rq[80], path[80], target[80];
+            str_field(m, "req_id", rq, sizeof(rq));
+            uint64_t wait = 0, count = 1;
+            cairn_msg_opt_u64(m, "wait_ms", 0, &wait);
+            cairn_msg_opt_u64(m, "count", 1, &count);
+            if (!rq[0] || wait == 0)
+                bad(f, "a job-starting request without req_id or wait_ms");
+            str_field(m, "path", path, sizeof(path));
+            str_field(m, t == CAIRN_MSG_SANDBOX_RESTORE ? "snapshot" : "sandbox", target, sizeof(target));
+            str_field(m, "image", after, sizeof(after));
+            pthread_mutex_lock(&f->mu);
+            describe(m, f->last, sizeof(f->last));
+            snprintf(f->last_req_id, sizeof(f->last_req_id), "%s", rq);
+            if (t == CAIRN_MSG_SANDBOX_MOUNT && !strcmp(path, "/exists")) {
+                pthread_mutex_unlock(&f->mu);
+                rep = cairn_msg_reply(m, CAIRN_EEXIST, "a mount already exists at /exists in sb-1");
+                break;
+            }
+            const char *kind = t == CAIRN_MSG_SANDBOX_MOUNT      ? "mount"
+                               : t == CAIRN_MSG_SANDBOX_UNMOUNT  ? "umount"
+                               : t == CAIRN_MSG_SANDBOX_SNAPSHOT ? "msnap"
+                               : t == CAIRN_MSG_SANDBOX_RESTORE  ? "restore"
+                                                                 : "sdir";
+            const char *suffix = !strcmp(after, "im-00000000000000e1") ? "-fkey"
+                                 : !strcmp(target, "sb-busy")          ? "-fbusy"
+                                 : !strcmp(target, "sn-expired")       ? "-fexp"
+                                 : !strcmp(path, "/alt")               ? "-alt"
+                                                                       : "";
+            snprintf(id, sizeof(id), "jb-%s-%d%s-c%llu", kind, f->njobs++, suffix, (unsigned long long)count);
+            pthread_mutex_unlock(&f->mu);
+            rep = job_reply(m, id, "queued"); /* the client has to poll */
+            break;
+        }
+        case CAIRN_MSG_SNAPSHOT_LS: {
+            str_field(m, "after", after, sizeof(after));
+            int start = after[0] ? (int)strtol(after + 3, NULL, 16) : 0;
+            rep = cairn_msg_reply(m, CAIRN_OK, NULL);
+            struct cairn_mval *arr = cairn_msg_set_array(rep, "snapshots");
+            for (int i = start; i < start + 2 && i < 3; i++)
+                put_snapshot(rep, cairn_mval_push_map(rep, arr), i);
+            if (start + 2 < 3) {
+                snprintf(id, sizeof(id), "sn-%016x", start + 2);
+                cairn_msg_set_str(rep, "next", id);
+            }
+            break;
+        }
+        case CAIRN_MSG_SNAPSHOT_SHOW:
+        case CAIRN_MSG_SNAPSHOT_RM:
+            str_field(m, "snapshot", id, sizeof(id));
+            if (!strcmp(id, "sn-0000000000000002")) {
+                rep = cairn_msg_reply(m, CAIRN_OK, NULL);
+                if (t == CAIRN_MSG_SNAPSHOT_SHOW)
+                    put_snapshot(rep, cairn_msg_set_map(rep, "snapshot"), 1);
+            } else if (!strcmp(id, "sn-expired")) {
+                rep = cairn_msg_reply(m, CAIRN_ENOTFOUND, "snapshot sn-expired expired on 2026-01-01T00:00:00Z");
+            } else {
+                char msg[160];
+                snprintf(msg, sizeof(msg), "snapshot '%s' not found in app 'default'", id);
+                rep = cairn_msg_reply(m, CAIRN_ENOTFOUND, msg);
+            }
+            break;
         default:
             rep = cairn_msg_reply(m, CAIRN_EUNSUPPORTED, "not in this test");
             break;
@@ -1023,6 +1163,14 @@ static void test_sandbox_calls(void **state)
     assert_int_equal(l->n, 2);
     assert_string_equal(l->sandboxes[1].worker, "w1");
     assert_true(l->sandboxes[1].enable_snapshot);
+    assert_int_equal(l->sandboxes[0].nmounts, 0);
+    assert_int_equal(l->sandboxes[1].nmounts, 2);
+    assert_string_equal(l->sandboxes[1].mounts[0].path, "/data");
+    assert_string_equal(l->sandboxes[1].mounts[0].image, "im-00000000000000e1");
+    assert_true(l->sandboxes[1].mounts[0].csek);
+    assert_string_equal(l->sandboxes[1].mounts[1].path, "/scratch");
+    assert_string_equal(l->sandboxes[1].mounts[1].image, "");
+    assert_false(l->sandboxes[1].mounts[1].csek);
     cairn_sandbox_list_free(&l);
     assert_int_equal(cairn_sandbox_ls(c, true, &l), CAIRN_OK);
     assert_int_equal(l->n, 3);
@@ -1031,6 +1179,175 @@ static void test_sandbox_calls(void **state)
     assert_int_equal(cairn_sandbox_terminate(c, sbid, "rq-term-1"), CAIRN_OK);
     assert_string_equal(f->last, "sandbox=sb-00000000000000bb;");
     assert_int_equal(cairn_sandbox_terminate(c, "", NULL), CAIRN_EINVAL);
+    cairn_client_destroy(&c);
+    assert_int_equal(atomic_load(&f->bad), 0);
+}
+
+/* ---- mounts, directory and memory snapshots (issues 5, 6) ------------------------------------ */
+
+struct stages {
+    char seen[256];
+    int calls;
+};
+
+static void on_stage(void *arg, const char *stage, uint64_t done, uint64_t total)
+{
+    struct stages *st = arg;
+    (void)done;
+    (void)total;
+    st->calls++;
+    char item[64];
+    snprintf(item, sizeof(item), ";%s;", stage);
+    char all[300];
+    snprintf(all, sizeof(all), ";%s", st->seen); /* each stage once, in order of first report */
+    if (!strstr(all, item)) {
+        size_t n = strlen(st->seen);
+        snprintf(st->seen + n, sizeof(st->seen) - n, "%s;", stage);
+    }
+}
+
+static void test_snapshot_calls(void **state)
+{
+    struct fx *f = *state;
+    struct cairn_client *c = client(f, 5000);
+    static const uint8_t key[20] = "0123456789abcdefKEY!";
+    struct stages st;
+    memset(&st, 0, sizeof(st));
+    cairn_client_progress_set(c, on_stage, &st);
+
+    /* mount: an image by name (resolved to its id), the key in `key` only, a req_id always */
+    int rc = cairn_sandbox_mount(c, "sb-1", "/data", "other", key, sizeof(key), "rq-mount-1");
+    if (rc != CAIRN_OK)
+        fail_msg("mount: %s", cairn_err_msg());
+    assert_string_equal(f->last, "sandbox=sb-1;path=/data;image=im-0000000000000003;key=0123456789abcdefKEY!;");
+    assert_string_equal(f->last_req_id, "rq-mount-1");
+    /* an empty mount, a fresh req_id */
+    assert_int_equal(cairn_sandbox_mount(c, "sb-1", "/scratch", NULL, NULL, 0, NULL), CAIRN_OK);
+    assert_string_equal(f->last, "sandbox=sb-1;path=/scratch;");
+    assert_int_equal(strncmp(f->last_req_id, "rq-", 3), 0);
+    assert_string_equal(st.seen, "mount;"); /* progress names the operation */
+    /* the coordinator's refusal and a failed job keep their code and message */
+    assert_int_equal(cairn_sandbox_mount(c, "sb-1", "/exists", NULL, NULL, 0, NULL), CAIRN_EEXIST);
+    assert_string_equal(cairn_client_err_msg(c), "a mount already exists at /exists in sb-1");
+    assert_int_equal(cairn_sandbox_mount(c, "sb-1", "/d", "im-00000000000000e1", key, 16, NULL), CAIRN_EKEY);
+    assert_string_equal(cairn_client_err_msg(c), "wrong encryption key for image im-00000000000000e1");
+
+    /* keys of a bad size, bad paths: refused before anything is sent, with cairn_csek_validate's words */
+    snprintf(f->last, sizeof(f->last), "untouched");
+    static const uint8_t big[600];
+    static const struct {
+        const uint8_t *key;
+        size_t len;
+        const char *path, *msg;
+    } refused[] = {
+        {key, 0, "/d", "encryption key is empty"},
+        {key, 15, "/d", "encryption key is too short: 15 bytes (at least 16)"},
+        {big, 513, "/d", "encryption key is too long: 513 bytes (at most 512)"},
+        {NULL, 5, "/d", "a key length without a key"},
+        {NULL, 0, "relative/d", "is not absolute"},
+        {NULL, 0, "/", "cannot be '/'"},
+        {NULL, 0, "", "no path given"},
+    };
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        rc = cairn_sandbox_mount(c, "sb-1", refused[i].path, NULL, refused[i].key, refused[i].len, NULL);
+        if (rc != CAIRN_EINVAL || !strstr(cairn_client_err_msg(c), refused[i].msg))
+            fail_msg("mount case %zu: %d '%s'", i, rc, cairn_client_err_msg(c));
+        char id[CAIRN_ID_MAX + 1] = "x";
+        rc = cairn_sandbox_snapshot_dir(c, "sb-1", refused[i].path, refused[i].key, refused[i].len, 0, NULL, id);
+        if (rc != CAIRN_EINVAL || !strstr(cairn_client_err_msg(c), refused[i].msg) || id[0])
+            fail_msg("snapshot-dir case %zu: %d '%s'", i, rc, cairn_client_err_msg(c));
+    }
+    assert_string_equal(cairn_client_err_msg(c), "sandbox snapshot-dir: no path given");
+    rc = cairn_sandbox_mount(c, "sb-1", "/d", NULL, key, 15, NULL);
+    assert_string_equal(cairn_client_err_msg(c), "encryption key is too short: 15 bytes (at least 16)");
+    assert_string_equal(f->last, "untouched"); /* nothing reached the coordinator */
+
+    /* unmount */
+    assert_int_equal(cairn_sandbox_unmount(c, "sb-1", "/data", "rq-um-1"), CAIRN_OK);
+    assert_string_equal(f->last, "sandbox=sb-1;path=/data;");
+    assert_string_equal(f->last_req_id, "rq-um-1");
+    assert_int_equal(cairn_sandbox_unmount(c, "sb-1", "data", NULL), CAIRN_EINVAL);
+
+    /* snapshot-dir: key and ttl on the wire; "id" or the agreement's "image" */
+    char id[CAIRN_ID_MAX + 1];
+    assert_int_equal(cairn_sandbox_snapshot_dir(c, "sb-1", "/data", key, 16, 3600, "rq-sd-1", id), CAIRN_OK);
+    assert_string_equal(id, "im-00000000000000dd");
+    assert_string_equal(f->last, "sandbox=sb-1;path=/data;key=0123456789abcdef;ttl_s=3600;");
+    assert_int_equal(cairn_sandbox_snapshot_dir(c, "sb-1", "/alt", NULL, 0, 0, NULL, id), CAIRN_OK);
+    assert_string_equal(id, "im-00000000000000dd");
+    assert_string_equal(f->last, "sandbox=sb-1;path=/alt;");
+    assert_int_equal(cairn_sandbox_snapshot_dir(c, "sb-1", "/d", NULL, 0, 3153600001ull, NULL, id), CAIRN_EINVAL);
+
+    /* memory snapshot */
+    assert_int_equal(cairn_sandbox_snapshot(c, "sb-1", "rq-ms-1", id), CAIRN_OK);
+    assert_string_equal(id, "sn-00000000000000ee");
+    assert_string_equal(f->last, "sandbox=sb-1;");
+    assert_string_equal(f->last_req_id, "rq-ms-1");
+    assert_int_equal(cairn_sandbox_snapshot(c, "sb-busy", NULL, id), CAIRN_EBUSY);
+    assert_string_equal(id, "");
+    assert_non_null(strstr(cairn_client_err_msg(c), "an exec is still running in sb-busy"));
+    assert_int_equal(cairn_sandbox_snapshot(c, "", NULL, id), CAIRN_EINVAL);
+
+    /* restore: one, then four pinned to a worker */
+    struct cairn_restore_result *r = NULL;
+    assert_int_equal(cairn_sandbox_restore(c, "sn-00000000000000ee", 0, NULL, "rq-rs-1", &r), CAIRN_OK);
+    assert_int_equal(r->n, 1);
+    assert_string_equal(r->ids[0], "sb-0000000000000101");
+    assert_string_equal(r->workers[0], "w1");
+    assert_int_equal(strncmp(r->job, "jb-restore-", 11), 0);
+    assert_string_equal(f->last, "snapshot=sn-00000000000000ee;");
+    cairn_restore_result_free(&r);
+    assert_null(r);
+    assert_int_equal(cairn_sandbox_restore(c, "sn-00000000000000ee", 4, "w2", NULL, &r), CAIRN_OK);
+    assert_int_equal(r->n, 4);
+    assert_string_equal(r->ids[3], "sb-0000000000000104");
+    assert_string_equal(r->workers[2], "w3");
+    assert_string_equal(f->last, "snapshot=sn-00000000000000ee;count=4;worker=w2;");
+    cairn_restore_result_free(&r);
+    assert_int_equal(cairn_sandbox_restore(c, "sn-expired", 1, NULL, NULL, &r), CAIRN_ENOTFOUND);
+    assert_null(r);
+    assert_string_equal(cairn_client_err_msg(c), "snapshot sn-expired expired on 2026-01-01T00:00:00Z");
+    assert_int_equal(cairn_sandbox_restore(c, "sn-1", 257, NULL, NULL, &r), CAIRN_EINVAL);
+    cairn_restore_result_free(&r); /* NULL-safe */
+    assert_string_equal(st.seen, "mount;unmount;snapshot-dir;snapshot;restore;");
+
+    /* snapshot ls (two pages), show (mounts), rm */
+    struct cairn_snapshot_list *l = NULL;
+    assert_int_equal(cairn_snapshot_ls(c, &l), CAIRN_OK);
+    assert_int_equal(l->n, 3);
+    assert_string_equal(l->snapshots[2].id, "sn-0000000000000003");
+    assert_string_equal(l->snapshots[1].mounts[1], "/cache");
+    assert_int_equal(l->snapshots[1].nmounts, 2);
+    assert_int_equal(l->snapshots[0].nmounts, 0);
+    assert_string_equal(l->snapshots[0].fingerprint, "runsc-1+cpu-abc");
+    cairn_snapshot_list_free(&l);
+    assert_null(l);
+    struct cairn_snapshot_info *sn = NULL;
+    assert_int_equal(cairn_snapshot_show(c, "sn-0000000000000002", &sn), CAIRN_OK);
+    assert_string_equal(sn->parent, "sn-0000000000000001");
+    assert_string_equal(sn->image, "im-0000000000000002");
+    assert_int_equal(sn->size, 200u << 20);
+    assert_int_equal(sn->expires_at_ns, 2000000000ll + 604800000000000ll);
+    assert_int_equal(sn->nmounts, 2);
+    assert_string_equal(sn->mounts[0], "/data");
+    cairn_snapshot_info_free(&sn);
+    assert_null(sn);
+    assert_int_equal(cairn_snapshot_show(c, "sn-expired", &sn), CAIRN_ENOTFOUND);
+    assert_null(sn);
+    assert_non_null(strstr(cairn_client_err_msg(c), "expired on"));
+    assert_int_equal(cairn_snapshot_rm(c, "sn-0000000000000002"), CAIRN_OK);
+    assert_int_equal(cairn_snapshot_rm(c, "sn-0000000000000009"), CAIRN_ENOTFOUND);
+    assert_int_equal(cairn_snapshot_rm(c, NULL), CAIRN_EINVAL);
+
+    /* sandbox create: snapshots and GPUs exclude each other (said before any round trip) */
+    struct cairn_sandbox_opts o = {.enable_snapshot = true, .gpu = 1};
+    struct cairn_sandbox_ref sb;
+    snprintf(f->last, sizeof(f->last), "untouched");
+    assert_int_equal(cairn_sandbox_create(c, &o, &sb), CAIRN_EINVAL);
+    assert_string_equal(cairn_client_err_msg(c), "sandboxes with snapshots enabled cannot have GPUs");
+    assert_string_equal(f->last, "untouched");
+    /* no key bytes in any message the client kept */
+    assert_null(strstr(cairn_client_err_msg(c), "KEY!"));
     cairn_client_destroy(&c);
     assert_int_equal(atomic_load(&f->bad), 0);
 }
@@ -1170,6 +1487,8 @@ static void test_cli(void **state)
     expect(&r, 0, NULL, NULL);
     r = cli(f, "", "sandbox ls --all --json");
     assert_non_null(strstr(r.out, "{\"id\":\"sb-0000000000000003\",\"state\":\"terminated\""));
+    assert_non_null(strstr(r.out, "\"mounts\":[{\"path\":\"/data\",\"image\":\"im-00000000000000e1\",\"csek\":true},"
+                                  "{\"path\":\"/scratch\",\"csek\":false}]}"));
     expect(&r, 0, NULL, NULL);
     r = cli(f, "", "sandbox terminate sb-1");
     expect(&r, 0, "sb-1\n", NULL);
@@ -1177,6 +1496,100 @@ static void test_cli(void **state)
     expect(&r, 0, "{\"id\":\"sb-1\",\"state\":\"terminated\"}\n", NULL);
     tu_rmrf(src);
     free(src);
+    assert_int_equal(atomic_load(&f->bad), 0);
+}
+
+
+static void test_cli_snapshots(void **state)
+{
+    struct fx *f = *state;
+    static const char keytext[] = "cli-key-0123456789-SECRET";
+    tu_write_file(tu_path("%s/good.key", f->dir), keytext, strlen(keytext));
+    tu_write_file(tu_path("%s/short.key", f->dir), keytext, 15);
+
+    struct run r = cli(f, "", "sandbox mount sb-1 /data other --key-file good.key");
+    expect(&r, 0, "/data\n", NULL);
+    assert_string_equal(f->last, "sandbox=sb-1;path=/data;image=im-0000000000000003;key=cli-key-0123456789-SECRET;");
+    r = cli(f, "", "--json sandbox mount sb-1 /empty");
+    expect(&r, 0, "{\"sandbox\":\"sb-1\",\"path\":\"/empty\",\"csek\":false,\"mounted\":true}\n", NULL);
+    assert_string_equal(f->last, "sandbox=sb-1;path=/empty;");
+    r = cli(f, "", "sandbox mount sb-1 /data im-00000000000000e1 --key-file good.key --json");
+    expect(&r, 8, "{\"error\":{\"code\":8,\"name\":\"EKEY\",\"message\":\"wrong encryption key for image "
+                  "im-00000000000000e1\"}}\n", NULL);
+    r = cli(f, "", "sandbox mount sb-1 /exists");
+    expect(&r, 6, "", "cairn: EEXIST: a mount already exists at /exists in sb-1\n");
+    snprintf(f->last, sizeof(f->last), "untouched");
+    r = cli(f, "", "sandbox mount sb-1 /data other --key-file short.key");
+    expect(&r, 1, "", "cairn: EINVAL: encryption key is too short: 15 bytes (at least 16)\n");
+    r = cli(f, "", "sandbox mount sb-1 relative");
+    expect(&r, 1, "", "is not absolute");
+    assert_string_equal(f->last, "untouched");
+
+    r = cli(f, "", "sandbox unmount sb-1 /data");
+    expect(&r, 0, "/data\n", NULL);
+    r = cli(f, "", "--json sandbox unmount sb-1 /data");
+    expect(&r, 0, "{\"sandbox\":\"sb-1\",\"path\":\"/data\",\"unmounted\":true}\n", NULL);
+
+    r = cli(f, "", "sandbox snapshot-dir sb-1 /data --key-file good.key --ttl 2h");
+    expect(&r, 0, "im-00000000000000dd\n", NULL);
+    assert_string_equal(f->last, "sandbox=sb-1;path=/data;key=cli-key-0123456789-SECRET;ttl_s=7200;");
+    r = cli(f, "", "--json sandbox snapshot-dir sb-1 /data --key-file good.key");
+    expect(&r, 0, "{\"id\":\"im-00000000000000dd\",\"sandbox\":\"sb-1\",\"path\":\"/data\",\"encryption\":\"csek\"}\n",
+           NULL);
+    r = cli(f, "", "--json sandbox snapshot-dir sb-1 /data --ttl 1d");
+    expect(&r, 0, "{\"id\":\"im-00000000000000dd\",\"sandbox\":\"sb-1\",\"path\":\"/data\",\"encryption\":\"managed\","
+                  "\"ttl_s\":86400}\n", NULL);
+
+    r = cli(f, "", "sandbox snapshot sb-1");
+    expect(&r, 0, "sn-00000000000000ee\n", NULL);
+    r = cli(f, "", "--json sandbox snapshot sb-1");
+    expect(&r, 0, "{\"id\":\"sn-00000000000000ee\",\"sandbox\":\"sb-1\"}\n", NULL);
+    r = cli(f, "", "sandbox snapshot sb-busy");
+    expect(&r, 19, "", "cairn: EBUSY: an exec is still running in sb-busy");
+
+    r = cli(f, "", "sandbox restore sn-00000000000000ee --count 3");
+    expect(&r, 0, "sb-0000000000000101\nsb-0000000000000102\nsb-0000000000000103\n", NULL);
+    assert_string_equal(f->last, "snapshot=sn-00000000000000ee;count=3;");
+    r = cli(f, "", "--json sandbox restore sn-00000000000000ee --count 2 --worker w2");
+    assert_non_null(strstr(r.out, "{\"id\":\"sb-0000000000000101\",\"ids\":[\"sb-0000000000000101\","
+                                  "\"sb-0000000000000102\"],\"workers\":[\"w1\",\"w2\"],"
+                                  "\"snapshot\":\"sn-00000000000000ee\",\"job\":\"jb-restore-"));
+    expect(&r, 0, NULL, NULL);
+    assert_string_equal(f->last, "snapshot=sn-00000000000000ee;count=2;worker=w2;");
+    r = cli(f, "", "sandbox restore sn-00000000000000ee");
+    expect(&r, 0, "sb-0000000000000101\n", NULL);
+    r = cli(f, "", "sandbox restore sn-expired --json");
+    expect(&r, 5, "{\"error\":{\"code\":5,\"name\":\"ENOTFOUND\",\"message\":\"snapshot sn-expired expired on "
+                  "2026-01-01T00:00:00Z\"}}\n", NULL);
+
+    r = cli(f, "", "snapshot ls");
+    assert_non_null(strstr(r.out, "sn-0000000000000002  sb-0000000000000001   200.0 MiB       2"));
+    assert_non_null(strstr(r.out, "sn-0000000000000003"));
+    expect(&r, 0, NULL, NULL);
+    r = cli(f, "", "snapshot ls --json");
+    const char *want = "{\"snapshots\":[{\"id\":\"sn-0000000000000001\",\"sandbox\":\"sb-0000000000000001\","
+                       "\"image\":\"im-0000000000000002\",\"fingerprint\":\"runsc-1+cpu-abc\",\"created_at\":1000000000,"
+                       "\"expires_at\":604801000000000,\"size\":209715200,\"stored\":1000,\"mounts\":[]},";
+    assert_int_equal(strncmp(r.out, want, strlen(want)), 0);
+    assert_non_null(strstr(r.out, "\"mounts\":[\"/data\",\"/cache\"]"));
+    expect(&r, 0, NULL, NULL);
+    r = cli(f, "", "--json snapshot show sn-0000000000000002");
+    expect(&r, 0, "{\"id\":\"sn-0000000000000002\",\"sandbox\":\"sb-0000000000000001\",\"image\":\"im-0000000000000002\","
+                  "\"parent\":\"sn-0000000000000001\",\"fingerprint\":\"runsc-1+cpu-abc\",\"created_at\":2000000000,"
+                  "\"expires_at\":604802000000000,\"size\":209715200,\"stored\":2000,\"mounts\":[\"/data\",\"/cache\"]}\n",
+           NULL);
+    r = cli(f, "", "snapshot show sn-0000000000000002");
+    assert_non_null(strstr(r.out, "mounts:      /data /cache\n"));
+    assert_non_null(strstr(r.out, "parent:      sn-0000000000000001\n"));
+    expect(&r, 0, NULL, NULL);
+    r = cli(f, "", "snapshot show sn-expired");
+    expect(&r, 5, "", "cairn: ENOTFOUND: snapshot sn-expired expired on 2026-01-01T00:00:00Z\n");
+    r = cli(f, "", "snapshot rm sn-0000000000000002");
+    expect(&r, 0, "sn-0000000000000002\n", NULL);
+    r = cli(f, "", "--json snapshot rm sn-0000000000000002");
+    expect(&r, 0, "{\"id\":\"sn-0000000000000002\",\"removed\":true}\n", NULL);
+    r = cli(f, "", "sandbox create --enable-snapshot --gpu 1");
+    expect(&r, 1, "", "cairn: EINVAL: sandboxes with snapshots enabled cannot have GPUs\n");
     assert_int_equal(atomic_load(&f->bad), 0);
 }
 
@@ -1188,6 +1601,8 @@ int main(void)
         cmocka_unit_test(test_images),
         cmocka_unit_test(test_sandbox_calls),
         cmocka_unit_test(test_cli),
+        cmocka_unit_test(test_snapshot_calls),
+        cmocka_unit_test(test_cli_snapshots),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

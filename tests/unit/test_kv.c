@@ -1,5 +1,6 @@
 /* test_kv.c: the RocksDB adapter on a real database on disk: values small and in blob files, batches,
- * prefix iteration, exact existence tests, persistence, locking, and damaged blob files. */
+ * prefix iteration, exact existence tests, persistence, locking, damaged blob files, and the read-only
+ * open beside a writer (this process and another one). */
 #include "testutil.h"
 
 #include "cairn/err.h"
@@ -359,6 +360,130 @@ static void test_damaged_blob_file(void **state)
     free(dir);
 }
 
+/* ls -i of DIR/LOG and the number of LOG.old* files, to see that a read-only open leaves the writer's files alone */
+static void log_state(const char *db, ino_t *ino, int *olds)
+{
+    struct stat st;
+    *ino = stat(tu_path("%s/LOG", db), &st) == 0 ? st.st_ino : 0;
+    *olds = 0;
+    DIR *dh = opendir(db);
+    assert_non_null(dh);
+    struct dirent *e;
+    while ((e = readdir(dh)) != NULL)
+        if (!strncmp(e->d_name, "LOG.old", 7))
+            (*olds)++;
+    closedir(dh);
+}
+
+static void expect_keys(struct cairn_kv *kv, const char *want)
+{
+    char got[256] = "";
+    struct cairn_kv_iter *it = NULL;
+    const uint8_t *k, *v;
+    size_t kl, vl;
+    bool done = false;
+    assert_int_equal(cairn_kv_iter_new(kv, "", 0, &it), CAIRN_OK);
+    for (;;) {
+        assert_int_equal(cairn_kv_iter_next(it, &k, &kl, &v, &vl, &done), CAIRN_OK);
+        if (done)
+            break;
+        assert_true(strlen(got) + kl + 2 < sizeof(got));
+        strncat(got, (const char *)k, kl);
+        strncat(got, " ", 2);
+    }
+    cairn_kv_iter_destroy(&it);
+    assert_string_equal(got, want);
+}
+
+static void test_readonly_beside_writer(void **state)
+{
+    (void)state;
+    char *dir = tu_tempdir("kv");
+    char *db = strdup(tu_path("%s/db", dir));
+    struct cairn_kv *rw = NULL, *ro = (struct cairn_kv *)1;
+
+    assert_int_equal(cairn_kv_open_readonly(&ro, db), CAIRN_ENOTFOUND);
+    assert_null(ro);
+    assert_non_null(strstr(cairn_err_msg(), db));
+
+    /* some data flushed to SST and blob files, some only in the WAL (a put and a delete) */
+    size_t big_n = 100 * 1024;
+    uint8_t *big = malloc(big_n);
+    uint64_t seed = 5;
+    tu_fill_random(&seed, big, big_n);
+    assert_int_equal(cairn_kv_open(&rw, db, true), CAIRN_OK);
+    put_str(rw, "a", "1");
+    assert_int_equal(cairn_kv_put(rw, "b", 1, big, big_n), CAIRN_OK);
+    cairn_kv_close(&rw);
+    assert_int_equal(cairn_kv_open(&rw, db, false), CAIRN_OK);
+    put_str(rw, "c", "3");
+    assert_int_equal(cairn_kv_delete(rw, "a", 1), CAIRN_OK);
+    ino_t ino0;
+    int olds0;
+    log_state(db, &ino0, &olds0);
+
+    /* the writer holds the LOCK: a read-only open still works and sees both */
+    assert_int_equal(cairn_kv_open_readonly(&ro, db), CAIRN_OK);
+    assert_non_null(ro);
+    expect_val(ro, "b", 1, big, big_n);
+    expect_val(ro, "c", 1, "3", 1);
+    expect_has(ro, "a", 1, false);
+    expect_keys(ro, "b c ");
+    /* writes are refused with a clear message; nothing reaches the database */
+    assert_int_equal(cairn_kv_put(ro, "x", 1, "y", 1), CAIRN_EINVAL);
+    assert_non_null(strstr(cairn_err_msg(), "read-only"));
+    assert_int_equal(cairn_kv_delete(ro, "c", 1), CAIRN_EINVAL);
+    struct cairn_kv_batch *b = NULL;
+    assert_int_equal(cairn_kv_batch_new(&b), CAIRN_OK);
+    cairn_kv_batch_put(b, "x", 1, "y", 1);
+    assert_int_equal(cairn_kv_batch_commit(ro, b), CAIRN_EINVAL);
+    assert_int_equal(cairn_kv_batch_count(b), 0);
+    cairn_kv_batch_destroy(&b);
+    assert_int_equal(cairn_kv_sync(ro), CAIRN_OK);
+    expect_has(ro, "x", 1, false);
+
+    /* later writes are seen by a new read-only open, not by the old one */
+    put_str(rw, "d", "4");
+    expect_has(ro, "d", 1, false);
+    struct cairn_kv *ro2 = NULL;
+    assert_int_equal(cairn_kv_open_readonly(&ro2, db), CAIRN_OK);
+    expect_keys(ro2, "b c d ");
+    cairn_kv_close(&ro2);
+    cairn_kv_close(&ro);
+    assert_null(ro);
+
+    /* and from another process, while this one writes */
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct cairn_kv *c = NULL;
+        int ok = cairn_kv_open_readonly(&c, db) == CAIRN_OK;
+        bool found = false;
+        ok = ok && cairn_kv_has(c, "d", 1, &found) == CAIRN_OK && found;
+        cairn_kv_close(&c);
+        _exit(ok ? 0 : 1);
+    }
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+
+    /* the writer was not disturbed: its info LOG was not rotated, it still writes, and reopens with everything */
+    ino_t ino1;
+    int olds1;
+    log_state(db, &ino1, &olds1);
+    assert_true(ino1 == ino0);
+    assert_int_equal(olds1, olds0);
+    put_str(rw, "e", "5");
+    cairn_kv_close(&rw);
+    assert_int_equal(cairn_kv_open(&rw, db, false), CAIRN_OK);
+    expect_keys(rw, "b c d e ");
+    cairn_kv_close(&rw);
+    free(big);
+    free(db);
+    tu_rmrf(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -369,6 +494,7 @@ int main(void)
         cmocka_unit_test(test_prefix_iteration),
         cmocka_unit_test(test_second_open_is_busy),
         cmocka_unit_test(test_damaged_blob_file),
+        cmocka_unit_test(test_readonly_beside_writer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

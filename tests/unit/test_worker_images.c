@@ -314,6 +314,12 @@ static bool fc_handle(struct cairn_msg *m)
         cairn_msg_destroy(&r);
         return false;
     }
+    if (t == CAIRN_MSG_JOB_REFS) { /* refs of written trees (retention's GC): acknowledged, not checked here */
+        r = cairn_msg_reply(m, CAIRN_OK, NULL);
+        fc_send(r, NULL);
+        cairn_msg_destroy(&r);
+        return false;
+    }
     if (t == CAIRN_MSG_JOB_RESULT) {
         const char *job = NULL;
         assert_int_equal(cairn_msg_get_str(m, "job", &job, NULL), CAIRN_OK);

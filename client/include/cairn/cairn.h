@@ -12,10 +12,12 @@
  * Conventions
  *   - Objects are opaque handles (struct cairn_client, struct cairn_params),
  *     made by _new and freed by _destroy (NULL-safe, nulls the caller's pointer).
- *     Result structs (struct cairn_cluster_status, struct cairn_job, the image
- *     and sandbox lists, struct cairn_exec_result) are plain, owned by the
+ *     Result structs (struct cairn_cluster_status, struct cairn_job, the image,
+ *     sandbox and snapshot lists, struct cairn_exec_result, struct
+ *     cairn_restore_result, struct cairn_snapshot_info) are plain, owned by the
  *     caller, and freed by their _free function (same rules). Small results
- *     (ids, one image) are written into a caller's struct instead: nothing to free.
+ *     (ids, one image) are written into a caller's struct or buffer instead:
+ *     nothing to free.
  *   - Every fallible function returns CAIRN_OK or a code of cairn/err.h; the
  *     detail is in cairn_err_msg() (this thread) and, for calls on a client, also
  *     in cairn_client_err_msg(client) until that client's next failing call.
@@ -24,7 +26,9 @@
  *   - Arguments are borrowed: nothing keeps a pointer to them after the call.
  *   - Threads: a client is used by one thread at a time (it owns one socket).
  *     Separate clients are independent. Params objects are plain data.
- *   - Secrets: tokens and key files never appear in error messages.
+ *   - Secrets: tokens, key files and encryption keys (CSEK) never appear in
+ *     error messages; keys are borrowed and sent only in the request's `key`
+ *     field (see "directory mounts and snapshots").
  */
 #ifndef CAIRN_CAIRN_H
 #define CAIRN_CAIRN_H
@@ -99,6 +103,7 @@ const char *cairn_client_endpoint(const struct cairn_client *c);
 const char *cairn_client_err_msg(const struct cairn_client *c);
 /* Change the per-call deadline (0 = default). */
 void cairn_client_timeout_set(struct cairn_client *c, unsigned timeout_ms);
+/* cairn_client_progress_set is declared below, after cairn_progress_fn. */
 
 /* ---- calls ---------------------------------------------------------------------------------- */
 
@@ -261,6 +266,16 @@ int cairn_job_submit_many(struct cairn_client *c, const char *kind, const struct
  * when not known yet). Called on the calling thread; stage is static.
  */
 typedef void (*cairn_progress_fn)(void *arg, const char *stage, uint64_t done, uint64_t total);
+/*
+ * Progress of the long sandbox calls of this client (create, snapshot-fs,
+ * mount, snapshot-dir, snapshot, restore): fn (NULL: none) is called about
+ * once a second while the job is queued or running, with stage = the
+ * operation ("create", "snapshot-fs", "mount", "snapshot-dir", "snapshot",
+ * "restore") and the job's done/total as the worker reports them (bytes unless
+ * the job says otherwise; 0/0 when nothing is known yet). With a callback the
+ * client polls once a second instead of long-polling. arg is borrowed.
+ */
+void cairn_client_progress_set(struct cairn_client *c, cairn_progress_fn fn, void *arg);
 
 /* ---- images (issue 4; docs/internals/sandboxes.md) ------------------------------------------ */
 
@@ -423,6 +438,7 @@ struct cairn_snapshot_fs_result {
 int cairn_sandbox_snapshot_fs(struct cairn_client *c, const char *sb, uint64_t ttl_s, const char *req_id,
                               struct cairn_snapshot_fs_result *out);
 
+struct cairn_mount_info;
 struct cairn_sandbox_info {
     char id[CAIRN_ID_MAX + 1];     /* sb-... */
     char state[17];                /* creating | running | terminated | failed */
@@ -432,6 +448,13 @@ struct cairn_sandbox_info {
     bool enable_snapshot;
     unsigned gpu;
     char restored_from[CAIRN_ID_MAX + 1]; /* sn-... or "" */
+    size_t nmounts;                       /* its mounts (cairn_sandbox_mount), in mount order */
+    struct cairn_mount_info *mounts;      /* owned by the list */
+};
+struct cairn_mount_info {
+    char *path;                    /* absolute path in the sandbox; owned */
+    char image[CAIRN_ID_MAX + 1];  /* mounted image; "" for an empty writable mount */
+    bool csek;                     /* the image is CSEK-encrypted */
 };
 struct cairn_sandbox_list {
     size_t n;
@@ -442,5 +465,111 @@ int cairn_sandbox_ls(struct cairn_client *c, bool all, struct cairn_sandbox_list
 void cairn_sandbox_list_free(struct cairn_sandbox_list **l);
 /* Stop a sandbox and discard its writable state; waits for the job. req_id as above. */
 int cairn_sandbox_terminate(struct cairn_client *c, const char *sb, const char *req_id);
+
+/* ---- directory mounts and snapshots, CSEK (issue 5; docs/internals/snapshots.md) ------------- */
+
+/*
+ * Customer-supplied encryption keys (CSEK). A key is raw bytes, 16..512 long
+ * (CAIRN_CSEK_MIN..CAIRN_CSEK_MAX of cairn/crypto.h). Calls that take one
+ * (key, key_len) treat key == NULL as "no key" (key_len must then be 0);
+ * any other key, an empty one included, is checked with cairn_csek_validate
+ * before anything is sent and refused with CAIRN_EINVAL and that function's
+ * message ("encryption key is empty", "encryption key is too short: 15 bytes
+ * (at least 16)", "encryption key is too long: 513 bytes (at most 512)").
+ * The key is borrowed: libcairn copies it only into the request's `key` field
+ * (a SECRET field of the protocol, wiped when the request is destroyed, right
+ * after it was sent over CURVE) and never into a message, log or file. The
+ * caller keeps and wipes its own copy (cairn_secret_read_file of
+ * cairn/crypto.h reads a key file into guarded memory).
+ *
+ * Paths are absolute paths inside the sandbox, other than "/" (the
+ * coordinator refuses `.`/`..`/`//` parts and /proc, /dev, /sys).
+ * req_id: idempotency id (NULL: a fresh one, so a retry with the same id is
+ * safe). Every call waits for its job (and reports progress, see
+ * cairn_client_progress_set); a failed job is the call's error, with the
+ * job's code and message, e.g. CAIRN_EKEY "wrong encryption key for image
+ * im-x", CAIRN_ENOTFOUND "image im-x expired on 2026-...Z".
+ */
+
+/*
+ * Mount image (an id or a name of the app; NULL: an empty writable
+ * directory) at path in running sandbox sb: visible at once and writable (an
+ * overlay with its own upper); the path is made if missing. A CSEK image
+ * needs its key. Errors: CAIRN_EINVAL (path, key size, a key for a managed
+ * image), CAIRN_EEXIST (a mount at path), CAIRN_ENOTFOUND (image unknown or
+ * expired), CAIRN_EKEY (missing or wrong key).
+ */
+int cairn_sandbox_mount(struct cairn_client *c, const char *sb, const char *path, const char *image,
+                        const uint8_t *key, size_t key_len, const char *req_id);
+/* Unmount path (a mount made by cairn_sandbox_mount): what was below shows again. CAIRN_ENOTFOUND when none. */
+int cairn_sandbox_unmount(struct cairn_client *c, const char *sb, const char *path, const char *req_id);
+/*
+ * Directory snapshot of path, which must have been mounted with
+ * cairn_sandbox_mount (else CAIRN_EINVAL), into a new image (kind "dir");
+ * the sandbox keeps running. With a key: a CSEK image tied to that key;
+ * without: managed encryption. ttl_s: a fixed lifetime in seconds from now
+ * (0: the coordinator's sliding retention, 30 days after the last use).
+ * id_out gets the image id (im-...).
+ */
+int cairn_sandbox_snapshot_dir(struct cairn_client *c, const char *sb, const char *path, const uint8_t *key,
+                               size_t key_len, uint64_t ttl_s, const char *req_id, char id_out[CAIRN_ID_MAX + 1]);
+
+/* ---- memory snapshots (issue 6) ------------------------------------------------------------- */
+
+/*
+ * Memory snapshot of sandbox sb (processes, memory, root filesystem, mounts)
+ * into a new SandboxSnapshot; taking it terminates the sandbox. id_out gets
+ * its id (sn-...). Refused, sandbox untouched: CAIRN_EUNSUPPORTED (not
+ * created with enable_snapshot, a GPU, a CSEK mount), CAIRN_EBUSY (an exec is
+ * running in it).
+ */
+int cairn_sandbox_snapshot(struct cairn_client *c, const char *sb, const char *req_id, char id_out[CAIRN_ID_MAX + 1]);
+
+struct cairn_restore_result {
+    size_t n;                          /* clones made (= the count asked) */
+    char (*ids)[CAIRN_ID_MAX + 1];     /* n sandbox ids (sb-...), in order */
+    char (*workers)[CAIRN_ID_MAX + 1]; /* n workers they run on ("" when not reported) */
+    char job[CAIRN_ID_MAX + 1];        /* the restore job */
+};
+/*
+ * Restore memory snapshot sn into count (1..256 per call; 0 means 1) new sandboxes,
+ * each an exact clone, on workers whose runtime fingerprint matches (worker:
+ * all on that one; NULL: spread). All or nothing: if a clone fails, those made
+ * are terminated and the call fails with the first error. Caller frees *out
+ * with cairn_restore_result_free. Errors: CAIRN_ENOTFOUND (unknown or
+ * expired snapshot), CAIRN_EUNAVAILABLE (no live worker matches).
+ */
+int cairn_sandbox_restore(struct cairn_client *c, const char *sn, unsigned count, const char *worker,
+                          const char *req_id, struct cairn_restore_result **out);
+void cairn_restore_result_free(struct cairn_restore_result **r);
+
+struct cairn_snapshot_info {
+    char id[CAIRN_ID_MAX + 1];      /* sn-... */
+    char sandbox[CAIRN_ID_MAX + 1]; /* the sandbox it was taken from */
+    char image[CAIRN_ID_MAX + 1];   /* that sandbox's root image ("" when not sent) */
+    char parent[CAIRN_ID_MAX + 1];  /* snapshot that sandbox was restored from, or "" */
+    char fingerprint[257];          /* runtime fingerprint a restoring worker must match */
+    int64_t created_at_ns;
+    int64_t expires_at_ns;
+    uint64_t size, stored;          /* 0 when not sent */
+    size_t nmounts;
+    char **mounts;                  /* nmounts paths mounted at snapshot time; owned */
+};
+struct cairn_snapshot_list {
+    size_t n;
+    struct cairn_snapshot_info *snapshots; /* n entries, by id */
+};
+/* Every memory snapshot of the app, all pages. Caller frees *out with cairn_snapshot_list_free. */
+int cairn_snapshot_ls(struct cairn_client *c, struct cairn_snapshot_list **out);
+void cairn_snapshot_list_free(struct cairn_snapshot_list **l);
+/*
+ * One snapshot into a new *out (caller frees with cairn_snapshot_info_free).
+ * CAIRN_ENOTFOUND for an unknown id, one of another app, or an expired one
+ * (the message says it expired).
+ */
+int cairn_snapshot_show(struct cairn_client *c, const char *id, struct cairn_snapshot_info **out);
+void cairn_snapshot_info_free(struct cairn_snapshot_info **s);
+/* Delete a snapshot: it can no longer be restored, its chunks are collected. CAIRN_ENOTFOUND as for show. */
+int cairn_snapshot_rm(struct cairn_client *c, const char *id);
 
 #endif

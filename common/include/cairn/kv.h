@@ -27,7 +27,15 @@ struct cairn_kv_iter;
 
 /* Open (create if `create`) the database directory at path. CAIRN_ENOTFOUND when absent and !create. */
 int cairn_kv_open(struct cairn_kv **out, const char *path, bool create);
-/* Flush and close; NULL-safe; sets *kv = NULL. */
+/*
+ * Open an existing database read-only (RocksDB's read-only mode): takes no LOCK, so it
+ * works while another process holds the database open for writing, and sees what was
+ * written up to the open (its WAL included); later writes of that process are not seen
+ * (open again). Nothing is written into the directory; put/delete/batch_commit return
+ * CAIRN_EINVAL, sync is a no-op. CAIRN_ENOTFOUND when absent. Closed with cairn_kv_close.
+ */
+int cairn_kv_open_readonly(struct cairn_kv **out, const char *path);
+/* Flush (not when read-only) and close; NULL-safe; sets *kv = NULL. */
 void cairn_kv_close(struct cairn_kv **kv);
 
 int cairn_kv_put(struct cairn_kv *kv, const void *key, size_t klen, const void *val, size_t vlen);
