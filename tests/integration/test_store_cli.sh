@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# cairn-store end to end: init, capture a real tree, restore it exactly, list, verify, and the errors
-# a user meets (bad store, unknown id, non-empty destination, corrupt chunk on disk).
+# cairn-store end to end: init, capture a real tree, restore it exactly, list, verify, the chunk listing
+# (`chunks`: one sorted "<domain> <chunk>" line per stored chunk, read-only), and the errors a user meets
+# (bad store, unknown id, non-empty destination, corrupt chunk on disk).
 source "$(dirname "$0")/lib/common.sh"
 CS=$(bin cairn-store)
 [ -x "$CS" ] || { echo "cairn-store not built"; exit 1; }
@@ -45,6 +46,28 @@ import json,sys; j=json.loads(sys.argv[1]); sys.exit(0 if j["chunks_new"] <= 1 a
 check "ls lists both snapshots" test "$("$CS" ls "$S" | wc -l)" = 2
 check "ls --json parses" python3 -c 'import json,sys; j=json.load(sys.stdin); assert len(j["snapshots"])==2' < <("$CS" ls "$S" --json)
 check "verify passes" "$CS" verify "$S" --quiet
+
+# chunks: exactly the stored chunks, one line each, sorted, one domain per app
+"$CS" chunks "$S" --quiet >"$T/chunks1"
+NCH=$("$CS" verify "$S" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["chunks"])')
+check "chunks lists as many chunks as verify scrubs ($NCH)" test "$(wc -l <"$T/chunks1")" = "$NCH"
+check "chunks lines are '<domain 32 hex> <chunk 64 hex>'" test "$(grep -cvE '^[0-9a-f]{32} [0-9a-f]{64}$' "$T/chunks1")" = 0
+check "chunks output is sorted and has no duplicates" sh -c "LC_ALL=C sort -u '$T/chunks1' | cmp -s - '$T/chunks1'"
+check "one domain for app default" test "$(cut -d' ' -f1 "$T/chunks1" | sort -u | wc -l)" = 1
+check "chunks STORE/db (the RocksDB dir itself) gives the same list" sh -c "'$CS' chunks '$S/db' --quiet | cmp -s - '$T/chunks1'"
+mkdir -p "$T/wdata" && ln -s "$S/db" "$T/wdata/chunks"
+check "chunks DATA_DIR (a worker's layout: DATA_DIR/chunks) gives the same list" sh -c "'$CS' chunks '$T/wdata' --quiet | cmp -s - '$T/chunks1'"
+"$CS" capture "$S" "$SRC/sub dir" --app other --quiet >/dev/null
+"$CS" chunks "$S" --quiet >"$T/chunks2"
+check "a capture in app 'other' adds a second domain" test "$(cut -d' ' -f1 "$T/chunks2" | sort -u | wc -l)" = 2
+check "... and keeps every chunk of the first" sh -c "comm -23 '$T/chunks1' '$T/chunks2' | wc -l | grep -qx 0"
+"$CS" chunks "$S" --json >"$T/chunks.json"
+check "chunks --json: count, domains and the same ids" python3 -c '
+import json,sys; j=json.load(open(sys.argv[1])); lines=open(sys.argv[2]).read().split("\n")[:-1]
+assert j["count"]==len(lines) and j["domains"]==2
+assert ["%s %s" % (c["domain"], c["id"]) for c in j["chunks"]]==lines' "$T/chunks.json" "$T/chunks2"
+expect_fail 5 "holds no chunk store" -- "$CS" chunks "$T/nowhere"
+expect_fail 1 "'chunks' takes 1 argument" -- "$CS" chunks
 
 expect_fail 5 "not found" -- "$CS" restore "$S" tr-0000000000000000 "$T/out2"
 expect_fail 5 "not found" -- "$CS" restore "$S" "$ID" "$T/out3" --app other
