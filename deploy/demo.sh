@@ -6,8 +6,10 @@
 # DIR (default ./var/cluster) with CURVE keys and allow-lists, then: shows `cairn cluster status`,
 # runs a job round trip, stores 8 MB of data on one worker and shows each chunk landing on the R
 # workers rendezvous hashing picks, runs a gVisor sandbox from the Debian base image (built once with
-# debootstrap and cached), snapshots its filesystem and restores it on another worker, and prints the
-# export lines to keep using the cluster.
+# debootstrap and cached), snapshots its filesystem and restores it on another worker, takes a directory
+# snapshot under a customer-supplied key and mounts it elsewhere (and shows a wrong key refused), takes a
+# memory snapshot of a counting sandbox and restores 3 clones that keep counting, and prints the export
+# lines to keep using the cluster.
 # The cluster keeps running afterwards: `deploy/local-cluster.sh down --dir DIR` stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +21,7 @@ while [ $# -gt 0 ]; do
     --dir) DIR=$2; shift 2 ;;
     --workers) WORKERS=$2; shift 2 ;;
     --base-port) PORT=$2; shift 2 ;;
-    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "demo.sh: unknown argument '$1'" >&2; exit 1 ;;
   esac
 done
@@ -75,9 +77,33 @@ if cairn image ls 2>/dev/null | grep -q default; then
   step "a new sandbox from that snapshot on another worker sees the saved state"
   sb2=$(cairn sandbox create --image "$im" --worker w2 | tail -n1)
   cairn sandbox exec "$sb2" -- cat /root/state.txt
+
+  step "directory snapshot with a customer-supplied key: cairn sandbox mount / snapshot-dir --key-file"
+  keydir=$(mktemp -d); trap 'rm -rf "$keydir"' EXIT
+  head -c 32 /dev/urandom > "$keydir/project.key"; head -c 32 /dev/urandom > "$keydir/wrong.key"
+  cairn sandbox mount "$sb" /project >/dev/null        # an empty writable directory
+  cairn sandbox exec "$sb" -- sh -c 'echo "private data" > /project/state.txt'
+  dim=$(cairn sandbox snapshot-dir "$sb" /project --key-file "$keydir/project.key" | tail -n1)
+  echo "CSEK directory image: $dim"
+  cairn sandbox mount "$sb2" /project "$dim" --key-file "$keydir/project.key" >/dev/null
+  echo -n "mounted on $sb2 with the key: "; cairn sandbox exec "$sb2" -- cat /project/state.txt
+  echo "mounting it without the key, then with a wrong key (both refused, nothing changes):"
+  cairn sandbox mount "$sb2" /other "$dim" 2>&1 || true
+  cairn sandbox mount "$sb2" /other "$dim" --key-file "$keydir/wrong.key" 2>&1 || true
   cairn sandbox terminate "$sb" >/dev/null
   cairn sandbox terminate "$sb2" >/dev/null
   echo "terminated $sb and $sb2"
+
+  step "memory snapshot and clones: a counter keeps counting in every clone"
+  msb=$(cairn sandbox create --enable-snapshot --worker w1 -- sh -c 'i=0; while :; do i=$((i+1)); echo $i > /count; sleep 1; done' | tail -n1)
+  sleep 3
+  echo "counter in $msb before the snapshot: $(cairn sandbox exec "$msb" -- cat /count)"
+  sn=$(cairn sandbox snapshot "$msb" | tail -n1)
+  echo "memory snapshot: $sn (taking it terminated $msb)"
+  clones=$(cairn sandbox restore "$sn" --count 3)
+  sleep 2
+  for c in $clones; do echo "  clone $c: counter $(cairn sandbox exec "$c" -- cat /count)"; done
+  for c in $clones; do cairn sandbox terminate "$c" >/dev/null; done
 else
   step "no default image (local-cluster.sh could not build or import it): sandbox steps skipped"
 fi
