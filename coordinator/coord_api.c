@@ -16,9 +16,9 @@
  *   Tokens are compared as BLAKE2b-256 hashes (cairn_token_hash); a token may
  *   arrive raw (32 bytes) or as its 64 hex characters (how the token files
  *   store it), both hash the same.
- * - Client types of the model that later issues implement (mounts,
- *   directory and memory snapshots, restore: issues 5-6) answer
- *   EUNSUPPORTED "not implemented yet" (after authentication).
+ * - A client type of the model without a handler here (none today: a
+ *   message added to the model before its code) answers EUNSUPPORTED
+ *   "not implemented yet" (after authentication).
  * - A frame that failed to decode is answered with the decode error when its
  *   type and route could be read (a shell), else dropped. The daemon never
  *   stops on input.
@@ -284,7 +284,7 @@ void coord_api_on_client(struct coord *c, struct cairn_msg *m)
     case CAIRN_MSG_SNAPSHOT_LS: coord_snapshot_on_ls(c, m); break;
     case CAIRN_MSG_SNAPSHOT_SHOW: coord_snapshot_on_show(c, m); break;
     case CAIRN_MSG_SNAPSHOT_RM: coord_snapshot_on_rm(c, m); break;
-    default: /* mount, unmount, snapshot-dir, memory snapshots, restore: issues 5-6 */
+    default: /* a type of the model without a handler yet */
         coord_reply_error(c, c->csock, m, CAIRN_EUNSUPPORTED, "'%s' is not implemented yet", mi->name);
     }
 out:

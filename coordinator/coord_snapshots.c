@@ -23,8 +23,8 @@
  *   dispatched; clients long-poll on it like on any job), created first, listing in its params the ids
  *   of its clones and their jobs; then N sandbox-restore jobs, each with its new sandbox record (CREATING,
  *   restored_from, expires_hint = the snapshot's expires_at), pinned to workers chosen here: live, with the
- *   snapshot's fingerprint, least loaded first (slots used + clones assigned so far, ties in worker-id
- *   order, which makes equal workers take turns). A clone's end is a sandbox-create's end (coord_sandboxes.c);
+ *   snapshot's fingerprint, least loaded first (slots used + clones assigned so far; workers with room
+ *   first; ties to the worker with fewer clones of this group, then worker-id order), so clones spread. A clone's end is a sandbox-create's end (coord_sandboxes.c);
  *   after it, restore_eval looks at every clone of its group: while one is CREATING nothing happens; when
  *   none is, all running -> the group succeeds with {"ids", "workers"}; else the running clones get
  *   terminate jobs and the group fails with the error of the clone that failed first (its record's
@@ -958,14 +958,19 @@ void coord_sandbox_on_restore(struct coord *c, struct cairn_msg **mp)
                           s->id);
         goto out;
     }
-    /* least loaded first; equal loads take turns in worker-id order */
+    /* Least loaded first, workers with room before full ones (a clone pinned to a full worker waits in the
+       queue for a slot); equal loads go to the worker with fewer clones of this group, so clones spread. */
     for (uint64_t k = 0; k < count; k++) {
         size_t best = SIZE_MAX, best_load = SIZE_MAX;
+        bool best_room = false;
         for (size_t i = 0; i < ncand; i++) {
             size_t load = coord_worker_sbx_load(cand[i]) + assigned[i];
-            if (load < best_load) {
+            bool room = load < cand[i]->rec.capacity;
+            if (best == SIZE_MAX || (room && !best_room) ||
+                (room == best_room && (load < best_load || (load == best_load && assigned[i] < assigned[best])))) {
                 best = i;
                 best_load = load;
+                best_room = room;
             }
         }
         assigned[best]++;
