@@ -17,7 +17,9 @@
  *   to the pool; a worker (own struct cairn_codec) hashes, dedups, compresses,
  *   encrypts and stores it, writes the id into the chunk's piece slot and puts
  *   the buffer back on the free list. That machinery (buffers, pool, piece
- *   arena) is the chunk feed of tree_feed.c, shared with archive.c.
+ *   arena) is the chunk feed of tree_feed.c, shared with archive.c. When the
+ *   caller set opts->chunk_stored, the worker then hands it the chunk's id
+ *   (so a caller can replicate chunks while the capture goes on).
  * - Memory bound: at most 4 * threads tasks queued, threads running, and
  *   buffers are recycled (at most queued + threads + 1 ever allocated; the
  *   walker blocks for a free one). A file of any size streams through.
@@ -795,6 +797,10 @@ int cairn_tree_capture(struct cairn_store *s, const struct cairn_domain *d, cons
     cp.flags = opts ? opts->flags : 0;
     cp.level = opts && opts->level ? opts->level : CAIRN_CODEC_DEFAULT_LEVEL;
     cairn__feed_init(&cp.feed, s, d, cp.level, &cp.st, &cp, cap_feed_fail, cap_tick);
+    if (opts && opts->chunk_stored) {
+        cp.feed.stored = opts->chunk_stored;
+        cp.feed.stored_arg = opts->chunk_stored_arg;
+    }
     cp.t0 = cp.last_progress = cairn_now_mono_ns();
     unsigned threads = opts && opts->threads ? opts->threads : cairn_cpu_count();
     size_t queued = 4 * (size_t)threads;

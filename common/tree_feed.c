@@ -100,6 +100,8 @@ static int feed_task(void *thread_ctx, void *arg)
         atomic_fetch_add_explicit(&f->chunks_new, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&f->stored_bytes, res.stored_len, memory_order_relaxed);
     }
+    if (rc == CAIRN_OK && f->stored)
+        f->stored(f->stored_arg, b->slot->id);
     buf_put(f, b);
     return rc;
 }

@@ -134,6 +134,9 @@ struct cairn__feed {
     void *ctx;
     int (*fail)(void *ctx, int code, enum cairn__feed_fail why); /* sets the message, returns code */
     void (*tick)(void *ctx);                                   /* after each chunk submitted */
+    /* optional, set after cairn__feed_init: called by a worker after each chunk's put succeeded */
+    void (*stored)(void *arg, const uint8_t id[CAIRN_CHUNK_ID_BYTES]);
+    void *stored_arg;
 };
 
 /* No allocation; pair with cairn__feed_release. */

@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -893,6 +894,90 @@ static void test_dedup(void **state)
     fx_close(&f);
 }
 
+/* ---- chunk_stored: the ids of the data chunks, reported while the capture runs ---- */
+
+struct seen {
+    pthread_mutex_t mu;
+    uint8_t (*ids)[CAIRN_CHUNK_ID_BYTES];
+    size_t n, cap;
+};
+
+static void seen_add(void *arg, const uint8_t id[CAIRN_CHUNK_ID_BYTES])
+{
+    struct seen *s = arg;
+    pthread_mutex_lock(&s->mu);
+    if (s->n == s->cap) {
+        s->cap = s->cap ? 2 * s->cap : 64;
+        s->ids = realloc(s->ids, s->cap * sizeof(*s->ids));
+    }
+    memcpy(s->ids[s->n++], id, CAIRN_CHUNK_ID_BYTES);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static bool seen_has(const struct seen *s, const uint8_t *id)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (!memcmp(s->ids[i], id, CAIRN_CHUNK_ID_BYTES))
+            return true;
+    return false;
+}
+
+static int all_add(void *arg, const uint8_t id[CAIRN_CHUNK_ID_BYTES])
+{
+    seen_add(arg, id);
+    return CAIRN_OK;
+}
+
+static void test_chunk_stored(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_open(&f, "tree-stored");
+    char *src = strdup(tu_path("%s/src", f.dir));
+    assert_int_equal(mkdir(src, 0755), 0);
+    int r = open(src, O_RDONLY | O_DIRECTORY);
+    uint64_t seed = 7;
+    for (int i = 0; i < 6; i++)
+        mk_random_file(r, tu_path("f%d", i), 50000 + (size_t)i * 90000, &seed);
+    mk_random_file(r, "big", 2 << 20, &seed);
+    assert_int_equal(symlinkat("f1", r, "link"), 0);
+    close(r);
+
+    for (int round = 0; round < 2; round++) { /* the second time every chunk is already held */
+        struct seen sn = {.mu = PTHREAD_MUTEX_INITIALIZER}, all = {.mu = PTHREAD_MUTEX_INITIALIZER};
+        struct cairn_tree_opts o = {.threads = 3, .chunk_stored = seen_add, .chunk_stored_arg = &sn};
+        struct cairn_tree_ref ref;
+        struct cairn_tree_stats st;
+        assert_int_equal(cairn_tree_capture(f.s, f.d, src, &o, &ref, &st), CAIRN_OK);
+        assert_int_equal(sn.n, st.chunks); /* once per data chunk submitted */
+        assert_int_equal(cairn_tree_chunks(f.s, f.d, &ref, all_add, &all), CAIRN_OK);
+        /* every id reported is the tree's; every chunk of the tree is reported, except the manifest's */
+        for (size_t i = 0; i < sn.n; i++)
+            assert_true(seen_has(&all, sn.ids[i]));
+        size_t unreported = 0;
+        for (size_t i = 0; i < all.n; i++)
+            if (!seen_has(&sn, all.ids[i])) {
+                bool manifest = false;
+                for (uint32_t k = 0; k < ref.n_chunks; k++)
+                    manifest |= !memcmp(ref.chunks[k].id, all.ids[i], CAIRN_CHUNK_ID_BYTES);
+                assert_true(manifest);
+                unreported++;
+            }
+        assert_true(unreported <= ref.n_chunks);
+        /* and each one is in the store when reported (checked here after the fact: it stays) */
+        for (size_t i = 0; i < sn.n; i++) {
+            bool found = false;
+            assert_int_equal(cairn_store_has_chunk(f.s, cairn_domain_id(f.d), sn.ids[i], &found), CAIRN_OK);
+            assert_true(found);
+        }
+        cairn_tree_ref_release(&ref);
+        free(sn.ids);
+        free(all.ids);
+    }
+    free(src);
+    fx_close(&f);
+}
+
 /* ---- overlayfs ---- */
 
 static void test_overlay(void **state)
@@ -1226,6 +1311,7 @@ int main(void)
         cmocka_unit_test(test_sparse),
         cmocka_unit_test(test_odd_names),
         cmocka_unit_test(test_dedup),
+        cmocka_unit_test(test_chunk_stored),
         cmocka_unit_test(test_overlay),
         cmocka_unit_test(test_random_trees),
         cmocka_unit_test(test_corruption),

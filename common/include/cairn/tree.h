@@ -68,6 +68,14 @@ struct cairn_tree_opts {
     /* capture: relative paths (like manifest paths) to leave out, with everything below; may be NULL */
     const char *const *exclude;
     size_t n_exclude;
+    /*
+     * capture: called with the id of every data chunk of the tree once it is in the store (newly written or
+     * already held), from the pipeline's worker threads: concurrently, in no particular order, possibly
+     * more than once for the same id, never for the manifest's chunks. Lets a caller start work on the
+     * chunks (e.g. replication) while the capture goes on. Must be thread-safe and quick. May be NULL.
+     */
+    void (*chunk_stored)(void *arg, const uint8_t id[CAIRN_CHUNK_ID_BYTES]);
+    void *chunk_stored_arg;
 };
 
 int cairn_tree_capture(struct cairn_store *s, const struct cairn_domain *d, const char *src,
