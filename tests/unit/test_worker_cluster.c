@@ -16,10 +16,8 @@
  * - re-registration after a heartbeat reply with ENOTFOUND or an unexpected epoch;
  * - stop while a job runs: the worker exits promptly and sends no result for it.
  */
-#include "testutil.h"
-
-#include "worker_config.h"
-#include "worker_daemon.h"
+#define WF_NODE_ONLY /* the workers in threads; the coordinator here is a different one */
+#include "test_worker_fixture.h"
 
 #include "cairn/alloc.h"
 #include "cairn/bytes.h"
@@ -39,28 +37,6 @@
 
 #define NW 3
 #define HB_MS 200
-
-/* ---- workers in threads ---- */
-
-struct node {
-    char id[16];
-    struct cairn_wk_config cfg;
-    struct cairn_curve_keys keys;
-    atomic_int stop;
-    pthread_t th;
-    bool running;
-    int rc;
-};
-
-static void *node_main(void *arg)
-{
-    struct node *n = arg;
-    struct cairn_wk_daemon_opts o = {.stop = &n->stop};
-    n->rc = cairn_wk_daemon_run(&n->cfg, &o);
-    if (n->rc != CAIRN_OK)
-        fprintf(stderr, "worker %s: %s: %s\n", n->id, cairn_err_name(n->rc), cairn_err_msg());
-    return NULL;
-}
 
 /* ---- the scripted coordinator ---- */
 
@@ -306,17 +282,7 @@ static struct res *res_of(const char *job)
     return NULL;
 }
 
-/* Dispatch a job; params built by the caller into `params` (a map of m). Returns the ack code. */
-static struct cairn_msg *job_new(const char *job, const char *kind, struct cairn_mval **params)
-{
-    struct cairn_msg *m = cairn_msg_new(CAIRN_MSG_JOB_DISPATCH);
-    cairn_msg_set_str(m, "job", job);
-    cairn_msg_set_str(m, "kind", kind);
-    cairn_msg_set_str(m, "app", "default");
-    *params = cairn_msg_set_map(m, "params");
-    return m;
-}
-
+/* Dispatch a job (from job_new()); returns the ack code. */
 static int dispatch(const char *worker, struct cairn_msg *m, char *text, size_t cap)
 {
     uint64_t rid = ++W->fc.rid;
@@ -334,13 +300,6 @@ static struct cairn_msg *result_of(const char *job, int ms)
 {
     WAIT_FOR(res_of(job) && res_of(job)->m, ms);
     return res_of(job)->m;
-}
-
-static uint64_t err_code(struct cairn_msg *r)
-{
-    uint64_t c = 999;
-    assert_int_equal(cairn_msg_get_u64(r, "err_code", &c), CAIRN_OK);
-    return c;
 }
 
 static const char *err_msg(struct cairn_msg *r)
@@ -389,20 +348,11 @@ static void node_init(struct node *n, const char *dir, const char *id, const cha
     assert_int_equal(cairn_wk_config_set(&n->cfg, "job_queue", num), CAIRN_OK);
 }
 
-static void node_start(struct node *n)
-{
-    atomic_store(&n->stop, 0);
-    assert_int_equal(pthread_create(&n->th, NULL, node_main, n), 0);
-    n->running = true;
-}
-
 static void node_stop(struct node *n)
 {
     if (!n->running)
         return;
-    atomic_store(&n->stop, 1);
-    pthread_join(n->th, NULL);
-    n->running = false;
+    node_join(n);
     assert_int_equal(n->rc, CAIRN_OK);
 }
 
@@ -439,7 +389,7 @@ static int group_setup(void **state)
     fc->nw = NW;
     assert_int_equal(cairn_net_allow_set(fc->net, "workers", pubs, NW), CAIRN_OK);
     for (size_t i = 0; i < NW; i++)
-        node_start(&W->nodes[i]);
+        node_start_thread(&W->nodes[i]);
     WAIT_FOR(all_registered(), 10000);
     return 0;
 }
