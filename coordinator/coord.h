@@ -51,6 +51,7 @@
 #define COORD_FLATTEN_DEPTH 15     /* snapshot-fs of a sandbox whose image is this deep flattens */
 #define COORD_UPLOAD_IDLE_S 3600   /* an upload without a piece for this long is dropped */
 #define COORD_STDIN_MAX 65536      /* sandbox.exec stdin travels in the job's params (bin <= 64 KiB) */
+#define COORD_CHAIN_MAX 64         /* layers of an image chain (coord_image_chain) */
 
 /* Job kinds with coordinator-side behaviour (sandboxes.md "Jobs"); the rest are opaque (job.submit). */
 enum coord_kind {
@@ -256,6 +257,16 @@ int coord_run(struct coord *c, volatile sig_atomic_t *stop, volatile sig_atomic_
 int coord_reload_allow(struct coord *c);
 /* The periodic work: deaths, long-poll deadlines, queue timeouts, dispatch retries. */
 void coord_tick(struct coord *c);
+/*
+ * Start-up: each record under prefix (2 bytes: "i/") goes to load (key: the printable key, for messages).
+ * CAIRN_OK: next record; CAIRN_ENOMEM stops the load and is returned, as are iteration errors; any other
+ * error skips the record, logged "<skip>: <message>".
+ */
+typedef int (*coord_load_fn)(struct coord *c, const char *key, const uint8_t *k, size_t kl, const uint8_t *v,
+                             size_t vl, void *arg);
+int coord_load_records(struct coord *c, const char *prefix, const char *skip, coord_load_fn load, void *arg);
+/* ECORRUPT "metadata record '<key>' is corrupt: its <field> is '<id>'" unless key k is the prefix + id. */
+int coord_load_key_check(const char *key, const uint8_t *k, size_t kl, const char *field, const char *id);
 
 /* ---- coord_api.c ------------------------------------------------------------------------------- */
 
@@ -269,6 +280,30 @@ int coord_send(struct coord *c, struct cairn_sock *s, struct cairn_msg **m);
 /* Reply with an error code and a formatted message. */
 void coord_reply_error(struct coord *c, struct cairn_sock *s, const struct cairn_msg *req, int code,
                        const char *fmt, ...) CAIRN_PRINTF(5, 6);
+/*
+ * One page of a paged list (image.ls, sandbox.ls, snapshot.ls): the request's "limit" (1..COORD_LIST_MAX,
+ * else COORD_LIST_DEFAULT) entries after its "after" cursor, in the reply's array named `field`; "next" names
+ * the last entry of a page when more follow. Errors name the field: "out of memory listing <field>".
+ *   struct coord_page pg;
+ *   if (!coord_page_start(c, m, "images", a != NULL, &pg)) return;
+ *   for (i = coord_vec_after(v, pg.after); i < v->n; i++)
+ *       if (wanted(v->v[i])) { e = coord_page_add(&pg, v->v[i].id); if (!e) break; put(pg.r, e, v->v[i].val); }
+ *   coord_page_send(c, m, &pg);
+ */
+#define COORD_LIST_DEFAULT 100
+#define COORD_LIST_MAX 1000
+struct coord_page {
+    struct cairn_msg *r;      /* the reply being built */
+    struct cairn_mval *arr;
+    const char *field, *after, *last; /* last: id of the last entry added (borrowed) */
+    uint64_t limit, n;
+};
+/* false (answered ENOMEM) when the reply cannot be made or !ok (the app is gone). */
+bool coord_page_start(struct coord *c, const struct cairn_msg *m, const char *field, bool ok, struct coord_page *pg);
+/* The map of the next entry (id), or NULL when the page is full (it then ends with "next"). */
+struct cairn_mval *coord_page_add(struct coord_page *pg, const char *id);
+/* Send the page (or ENOMEM when building it failed). */
+void coord_page_send(struct coord *c, const struct cairn_msg *m, struct coord_page *pg);
 /* Token check: hash of the presented token (raw bytes, or 64 hex characters) against want. */
 bool coord_token_ok(const uint8_t *tok, size_t len, const uint8_t want[CAIRN_TOKEN_HASH_BYTES]);
 
@@ -344,6 +379,13 @@ struct coord_job *coord_job_find(struct coord *c, const char *id);
  * "req_id 'x' was already used ...".
  */
 void coord_job_answer(struct coord *c, struct cairn_msg **mp, const char *id, const char *kind, uint64_t wait_ms);
+/*
+ * J2: a req_id of app seen before answers *mp with its job (coord_job_answer with kind), a failed
+ * look-up with its error; true when *mp was answered. false (nothing sent) for a new req_id, or when
+ * app or req_id is NULL (the caller checks whether it needs one).
+ */
+bool coord_req_answered(struct coord *c, struct cairn_msg **mp, const char *app, const char *req_id, const char *kind,
+                        uint64_t wait_ms);
 /* End a job now (FAILED with code and why), e.g. when its stream's client went away. */
 void coord_job_fail(struct coord *c, struct coord_job *j, uint32_t code, const char *why);
 /* issue 6: end a held job (coord_job_spec.held) now: SUCCEEDED with result, or FAILED(code, why). */
@@ -402,6 +444,11 @@ int coord_app_domain(struct coord *c, struct coord_app *a, const uint8_t **out);
 /* An image of app that sandboxes may use (ready, not expired), by id or by name. ENOTFOUND naming it. */
 int coord_image_resolve(struct coord *c, const char *app, const char *ref, struct coord_image **out);
 struct coord_image *coord_image_get(struct coord *c, const char *id);
+/*
+ * The layer chain of img, top first, at most COORD_CHAIN_MAX: every ancestor present (not pending, not
+ * collected; an expired parent stays usable under a live child until collected) and of img's app. ECORRUPT.
+ */
+int coord_image_chain(struct coord *c, struct coord_image *img, struct coord_image **chain, size_t *n);
 /* Put a (new) image in memory (c->images, its app's list; the name index when ready). */
 int coord_image_add(struct coord *c, struct coord_image *img);
 /* Take an image out of memory and free it. */
@@ -427,12 +474,28 @@ void coord_sandbox_on_ls(struct coord *c, const struct cairn_msg *m);
 void coord_sandbox_on_terminate(struct coord *c, struct cairn_msg **m);
 void coord_sandbox_on_snapshot_fs(struct coord *c, struct cairn_msg **m);
 struct coord_sandbox *coord_sandbox_get(struct coord *c, const char *id);
+/* Put a (new) sandbox in memory (c->sandboxes, its app's list): ENOTFOUND (unknown app) or ENOMEM, unchanged. */
+int coord_sandbox_add(struct coord *c, struct coord_sandbox *sb);
+/* Take a sandbox out of memory and free it. */
+void coord_sandbox_drop(struct coord *c, struct coord_sandbox *sb);
+/* A fresh random runtime id (COORD_RUNTIME_ID_LEN hex characters). */
+void coord_sandbox_new_runtime_id(char out[COORD_RUNTIME_ID_LEN + 1]);
 /*
  * The sandbox id of app that an exec / snapshot may act on: RUNNING. ENOTFOUND
  * (unknown, other app, terminated), EUNAVAILABLE (failed: its worker died),
  * EAGAIN (still being created); message set.
  */
 int coord_sandbox_usable(struct coord *c, const char *app, const char *id, struct coord_sandbox **out);
+/*
+ * The start of a request about sandbox id of the request's app (sandbox.mount, .unmount, .snapshot-fs,
+ * .snapshot-dir, .snapshot): the request named need must carry a req_id (EINVAL "<need> needs a req_id";
+ * need NULL: optional); a seen req_id answers with its job (coord_req_answered, kind); then the sandbox
+ * must be usable (coord_sandbox_usable's error). NULL when *mp was answered.
+ */
+struct coord_sandbox *coord_sandbox_request(struct coord *c, struct cairn_msg **mp, const char *id, const char *req_id,
+                                            const char *need, const char *kind, uint64_t wait_ms);
+/* The params map of a job about sb, set in pm: runtime_id, sandbox, and worker (the pin) when it has one. */
+struct cairn_mval *coord_sandbox_job_params(struct cairn_msg *pm, const struct coord_sandbox *sb);
 /* Worker w died (why): its RUNNING sandboxes are failed. */
 void coord_sandboxes_worker_lost(struct coord *c, struct coord_worker *w, const char *why);
 /* Worker w registered listing the sandboxes it still runs (ids or runtime ids; n items of an array). */

@@ -61,6 +61,45 @@ void coord_reply_error(struct coord *c, struct cairn_sock *s, const struct cairn
     coord_send(c, s, &r);
 }
 
+bool coord_page_start(struct coord *c, const struct cairn_msg *m, const char *field, bool ok, struct coord_page *pg)
+{
+    *pg = (struct coord_page){.field = field, .limit = COORD_LIST_DEFAULT};
+    cairn_msg_opt_u64(m, "limit", COORD_LIST_DEFAULT, &pg->limit);
+    if (cairn_msg_get_str(m, "after", &pg->after, NULL) != CAIRN_OK)
+        pg->after = NULL;
+    if (pg->limit < 1 || pg->limit > COORD_LIST_MAX)
+        pg->limit = COORD_LIST_DEFAULT;
+    pg->r = cairn_msg_reply(m, CAIRN_OK, NULL);
+    if (!pg->r || !ok) {
+        cairn_msg_destroy(&pg->r);
+        coord_reply_error(c, c->csock, m, CAIRN_ENOMEM, "out of memory listing %s", field);
+        return false;
+    }
+    pg->arr = cairn_msg_set_array(pg->r, field);
+    return true;
+}
+
+struct cairn_mval *coord_page_add(struct coord_page *pg, const char *id)
+{
+    if (pg->n == pg->limit) { /* one more exists: the page ends at `last` */
+        cairn_msg_set_str(pg->r, "next", pg->last);
+        return NULL;
+    }
+    pg->last = id;
+    pg->n++;
+    return cairn_mval_push_map(pg->r, pg->arr);
+}
+
+void coord_page_send(struct coord *c, const struct cairn_msg *m, struct coord_page *pg)
+{
+    if (cairn_msg_build_error(pg->r) != CAIRN_OK) {
+        cairn_msg_destroy(&pg->r);
+        coord_reply_error(c, c->csock, m, CAIRN_ENOMEM, "list %s: %s", pg->field, cairn_err_msg());
+        return;
+    }
+    coord_send(c, c->csock, &pg->r);
+}
+
 static bool is_hex(const uint8_t *p, size_t n)
 {
     for (size_t i = 0; i < n; i++) {

@@ -61,8 +61,6 @@
 #include <unistd.h>
 
 #define UPLOAD_SWEEP_MS 60000
-#define LIST_DEFAULT 100
-#define LIST_MAX 1000
 
 static int64_t now_ns(struct coord *c) { return cairn_clock_now_ns(&c->clock); }
 
@@ -99,6 +97,24 @@ void coord_obj_new_id(struct coord *c, const char *prefix, char out[COORD_OBJ_ID
 struct coord_image *coord_image_get(struct coord *c, const char *id)
 {
     return coord_map_sget(&c->images, id);
+}
+
+int coord_image_chain(struct coord *c, struct coord_image *img, struct coord_image **chain, size_t *n)
+{
+    *n = 0;
+    for (struct coord_image *cur = img;;) {
+        if (*n == COORD_CHAIN_MAX)
+            return cairn_err_set(CAIRN_ECORRUPT, "image '%s' has more than %d layers", img->rec.id, COORD_CHAIN_MAX);
+        chain[(*n)++] = cur;
+        if (!cur->rec.parent[0])
+            return CAIRN_OK;
+        struct coord_image *parent = coord_image_get(c, cur->rec.parent);
+        if (!parent || parent->rec.state == COORD_IMAGE_PENDING || parent->rec.collected ||
+            strcmp(parent->rec.app, cur->rec.app) != 0)
+            return cairn_err_set(CAIRN_ECORRUPT, "image '%s' is layered on image '%s', which is gone", cur->rec.id,
+                                 cur->rec.parent);
+        cur = parent;
+    }
 }
 
 static bool image_expired(struct coord *c, const struct coord_image *img)
@@ -251,43 +267,23 @@ static bool image_listed(struct coord *c, const struct coord_image *img, const c
 
 void coord_image_on_ls(struct coord *c, const struct cairn_msg *m)
 {
-    const char *after = NULL, *kind = NULL;
-    uint64_t limit = LIST_DEFAULT;
-    cairn_msg_opt_u64(m, "limit", LIST_DEFAULT, &limit);
-    if (cairn_msg_get_str(m, "after", &after, NULL) != CAIRN_OK)
-        after = NULL;
+    const char *kind = NULL;
     if (cairn_msg_get_str(m, "kind", &kind, NULL) != CAIRN_OK)
         kind = NULL;
-    if (limit < 1 || limit > LIST_MAX)
-        limit = LIST_DEFAULT;
     struct coord_app *a = coord_app_find(c, cairn_msg_app(m));
-    struct cairn_msg *r = cairn_msg_reply(m, CAIRN_OK, NULL);
-    if (!r || !a) {
-        cairn_msg_destroy(&r);
-        coord_reply_error(c, c->csock, m, CAIRN_ENOMEM, "out of memory listing images");
+    struct coord_page pg;
+    if (!coord_page_start(c, m, "images", a != NULL, &pg))
         return;
-    }
-    struct cairn_mval *arr = cairn_msg_set_array(r, "images");
-    const struct coord_image *last = NULL;
-    uint64_t n = 0;
-    for (size_t i = coord_vec_after(&a->images, after); i < a->images.n; i++) {
+    for (size_t i = coord_vec_after(&a->images, pg.after); i < a->images.n; i++) {
         const struct coord_image *img = a->images.v[i].val;
         if (!image_listed(c, img, kind))
             continue;
-        if (n == limit) { /* one more exists: the page ends at `last` */
-            cairn_msg_set_str(r, "next", last->rec.id);
+        struct cairn_mval *e = coord_page_add(&pg, img->rec.id);
+        if (!e)
             break;
-        }
-        image_put(r, cairn_mval_push_map(r, arr), img);
-        last = img;
-        n++;
+        image_put(pg.r, e, img);
     }
-    if (cairn_msg_build_error(r) != CAIRN_OK) {
-        cairn_msg_destroy(&r);
-        coord_reply_error(c, c->csock, m, CAIRN_ENOMEM, "list images: %s", cairn_err_msg());
-        return;
-    }
-    coord_send(c, c->csock, &r);
+    coord_page_send(c, m, &pg);
 }
 
 void coord_image_on_show(struct coord *c, const struct cairn_msg *m)
@@ -613,16 +609,10 @@ void coord_image_on_import(struct coord *c, struct cairn_msg **mp)
     }
 
     /* the upload is complete: its job answers (retries of the last piece are safe) */
+    if (coord_req_answered(c, mp, app, upload, COORD_KIND_IMPORT_S, wait_ms))
+        return;
+    int rc;
     char jid[COORD_JOB_ID_LEN + 1];
-    int rc = coord_meta_get_req(c->kv, app, upload, jid);
-    if (rc == CAIRN_OK) {
-        coord_job_answer(c, mp, jid, COORD_KIND_IMPORT_S, wait_ms);
-        return;
-    }
-    if (rc != CAIRN_ENOTFOUND) {
-        coord_reply_error(c, c->csock, m, rc, "%s", cairn_err_msg());
-        return;
-    }
     char key[2 * COORD_ID_MAX + 2];
     snprintf(key, sizeof(key), "%s/%s", app, upload);
     struct coord_upload *u = coord_map_sget(&c->uploads, key);
@@ -907,42 +897,26 @@ void coord_image_finish_apply(struct coord *c, struct coord_job *j, struct coord
 
 /* ---- start-up and teardown --------------------------------------------------------------------- */
 
+static int load_image(struct coord *c, const char *key, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl,
+                      void *arg)
+{
+    CAIRN_UNUSED(arg);
+    struct coord_image *img = cairn_calloc(1, sizeof(*img));
+    if (!img)
+        return cairn_err_set(CAIRN_ENOMEM, "out of memory loading images");
+    int rc = coord_image_decode(v, vl, key, &img->rec);
+    if (rc == CAIRN_OK)
+        rc = coord_load_key_check(key, k, kl, "id", img->rec.id);
+    if (rc == CAIRN_OK)
+        rc = coord_image_add(c, img);
+    if (rc != CAIRN_OK)
+        image_free(img);
+    return rc;
+}
+
 static int load_images(struct coord *c)
 {
-    struct cairn_kv_iter *it = NULL;
-    int rc = cairn_kv_iter_new(c->kv, "i/", 2, &it);
-    while (rc == CAIRN_OK) {
-        const uint8_t *k, *v;
-        size_t kl, vl;
-        bool done = false;
-        rc = cairn_kv_iter_next(it, &k, &kl, &v, &vl, &done);
-        if (rc != CAIRN_OK || done)
-            break;
-        char key[COORD_KEY_MAX + 16];
-        coord_key_printable(key, sizeof(key), k, kl);
-        struct coord_image *img = cairn_calloc(1, sizeof(*img));
-        if (!img) {
-            rc = cairn_err_set(CAIRN_ENOMEM, "out of memory loading images");
-            break;
-        }
-        int drc = coord_image_decode(v, vl, key, &img->rec);
-        if (drc == CAIRN_OK && (kl != 2 + strlen(img->rec.id) || memcmp(k + 2, img->rec.id, kl - 2) != 0))
-            drc = cairn_err_set(CAIRN_ECORRUPT, "metadata record '%s' is corrupt: its id is '%s'", key, img->rec.id);
-        if (drc == CAIRN_OK)
-            drc = coord_image_add(c, img);
-        if (drc == CAIRN_ENOMEM) {
-            image_free(img);
-            rc = drc;
-            break;
-        }
-        if (drc != CAIRN_OK) {
-            cairn_error("skipping image record: %s", cairn_err_msg());
-            image_free(img);
-        }
-    }
-    cairn_kv_iter_destroy(&it);
-    if (rc != CAIRN_OK)
-        return rc;
+    CAIRN_FORWARD_IF_ERROR(coord_load_records(c, "i/", "skipping image record", load_image, NULL));
     /* M3: the name index from the records */
     size_t pos = 0;
     const void *key;
@@ -960,56 +934,38 @@ static int load_images(struct coord *c)
     return CAIRN_OK;
 }
 
-static int load_uploads(struct coord *c)
+static int load_upload(struct coord *c, const char *key, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl,
+                       void *now)
 {
-    struct cairn_kv_iter *it = NULL;
-    int rc = cairn_kv_iter_new(c->kv, "u/", 2, &it);
-    int64_t now = now_ns(c);
-    while (rc == CAIRN_OK) {
-        const uint8_t *k, *v;
-        size_t kl, vl;
-        bool done = false;
-        rc = cairn_kv_iter_next(it, &k, &kl, &v, &vl, &done);
-        if (rc != CAIRN_OK || done)
-            break;
-        char key[COORD_KEY_MAX + 16], want[COORD_KEY_MAX];
-        coord_key_printable(key, sizeof(key), k, kl);
-        struct coord_upload *u = cairn_calloc(1, sizeof(*u));
-        if (!u) {
-            rc = cairn_err_set(CAIRN_ENOMEM, "out of memory loading uploads");
-            break;
-        }
-        int drc = coord_upload_decode(v, vl, key, &u->rec);
-        size_t wl = drc == CAIRN_OK ? coord_key_upload(want, u->rec.app, u->rec.upload) : 0;
-        if (drc == CAIRN_OK && (wl != kl || memcmp(want, k, kl) != 0))
-            drc = cairn_err_set(CAIRN_ECORRUPT, "metadata record '%s' is corrupt: it names upload '%s'", key,
-                                u->rec.upload);
-        struct stat st;
-        char path[4200];
-        if (drc == CAIRN_OK) {
-            upload_path(c, u->rec.job, path, sizeof(path));
-            if (stat(path, &st) != 0)
-                drc = cairn_err_set(CAIRN_ENOTFOUND, "upload '%s': file '%s' is gone", key, path);
-        }
-        if (drc == CAIRN_OK) {
-            snprintf(u->key, sizeof(u->key), "%s/%s", u->rec.app, u->rec.upload);
-            u->received = (uint64_t)st.st_size;
-            u->rec.updated_ns = now; /* idle time counts from the restart */
-            drc = coord_map_sput(&c->uploads, u->key, u);
-        }
-        if (drc == CAIRN_ENOMEM) {
-            upload_free(u);
-            rc = drc;
-            break;
-        }
-        if (drc != CAIRN_OK) {
-            cairn_warn("dropping upload record: %s", cairn_err_msg());
-            cairn_kv_delete(c->kv, k, kl);
-            upload_free(u);
-        }
+    char want[COORD_KEY_MAX];
+    struct coord_upload *u = cairn_calloc(1, sizeof(*u));
+    if (!u)
+        return cairn_err_set(CAIRN_ENOMEM, "out of memory loading uploads");
+    int rc = coord_upload_decode(v, vl, key, &u->rec);
+    size_t wl = rc == CAIRN_OK ? coord_key_upload(want, u->rec.app, u->rec.upload) : 0;
+    if (rc == CAIRN_OK && (wl != kl || memcmp(want, k, kl) != 0))
+        rc = cairn_err_set(CAIRN_ECORRUPT, "metadata record '%s' is corrupt: it names upload '%s'", key,
+                           u->rec.upload);
+    struct stat st;
+    char path[4200];
+    if (rc == CAIRN_OK) {
+        upload_path(c, u->rec.job, path, sizeof(path));
+        if (stat(path, &st) != 0)
+            rc = cairn_err_set(CAIRN_ENOTFOUND, "upload '%s': file '%s' is gone", key, path);
     }
-    cairn_kv_iter_destroy(&it);
-    return rc;
+    if (rc == CAIRN_OK) {
+        snprintf(u->key, sizeof(u->key), "%s/%s", u->rec.app, u->rec.upload);
+        u->received = (uint64_t)st.st_size;
+        u->rec.updated_ns = *(const int64_t *)now; /* idle time counts from the restart */
+        rc = coord_map_sput(&c->uploads, u->key, u);
+    }
+    if (rc != CAIRN_OK && rc != CAIRN_ENOMEM) { /* a bad upload record is deleted, not only skipped */
+        cairn_warn("dropping upload record: %s", cairn_err_msg());
+        cairn_kv_delete(c->kv, k, kl);
+    }
+    if (rc != CAIRN_OK)
+        upload_free(u);
+    return rc == CAIRN_ENOMEM ? rc : CAIRN_OK;
 }
 
 int coord_images_load(struct coord *c)
@@ -1022,7 +978,8 @@ int coord_images_load(struct coord *c)
     if (mkdir(c->uploads_dir, 0700) != 0 && errno != EEXIST)
         return cairn_err_set_errno(cairn_err_from_errno(errno), errno, "create uploads dir '%s'", c->uploads_dir);
     CAIRN_FORWARD_IF_ERROR(load_images(c));
-    return load_uploads(c);
+    int64_t now = now_ns(c);
+    return coord_load_records(c, "u/", "dropping upload record", load_upload, &now);
 }
 
 void coord_images_reconcile(struct coord *c)

@@ -703,6 +703,20 @@ void coord_job_answer(struct coord *c, struct cairn_msg **mp, const char *id, co
     }
 }
 
+bool coord_req_answered(struct coord *c, struct cairn_msg **mp, const char *app, const char *req_id, const char *kind,
+                        uint64_t wait_ms)
+{
+    if (!app || !req_id)
+        return false;
+    char jid[COORD_JOB_ID_LEN + 1];
+    int rc = coord_meta_get_req(c->kv, app, req_id, jid);
+    if (rc == CAIRN_OK)
+        coord_job_answer(c, mp, jid, kind, wait_ms);
+    else if (rc != CAIRN_ENOTFOUND)
+        coord_reply_error(c, c->csock, *mp, rc, "%s", cairn_err_msg());
+    return rc != CAIRN_ENOTFOUND;
+}
+
 void coord_job_fail(struct coord *c, struct coord_job *j, uint32_t code, const char *why)
 {
     job_finish(c, j, COORD_JOB_FAILED, code, why, NULL, true);
@@ -849,17 +863,8 @@ void coord_job_on_submit(struct coord *c, struct cairn_msg **mp)
         goto out;
     }
 
-    /* J2: a req_id seen before answers with its job */
-    char id[COORD_JOB_ID_LEN + 1];
-    int rc = coord_meta_get_req(c->kv, app, req_id, id);
-    if (rc == CAIRN_OK) {
-        coord_job_answer(c, mp, id, kind, wait_ms);
+    if (coord_req_answered(c, mp, app, req_id, kind, wait_ms)) /* J2 */
         goto out;
-    }
-    if (rc != CAIRN_ENOTFOUND) {
-        coord_reply_error(c, c->csock, m, rc, "%s", cairn_err_msg());
-        goto out;
-    }
     /* J7 */
     const char *typed = reserved_kind_msg(coord_kind_of(kind));
     if (typed) {
@@ -879,7 +884,7 @@ void coord_job_on_submit(struct coord *c, struct cairn_msg **mp)
     }
     if (pin_s)
         memcpy(pin_buf, pin_s, pin_len);
-    rc = coord_value_pack(params, &pb);
+    int rc = coord_value_pack(params, &pb);
     if (rc != CAIRN_OK) {
         coord_reply_error(c, c->csock, m, rc, "submit job: %s", cairn_err_msg());
         goto out;
@@ -889,7 +894,7 @@ void coord_job_on_submit(struct coord *c, struct cairn_msg **mp)
                                   .state = COORD_JOB_QUEUED};
     /* a pin that cannot be honoured fails the job at once (it is still recorded: the req_id is spent) */
     struct coord_worker *pw = pin_s ? coord_worker_find(c, pin_buf) : NULL;
-    char why[160];
+    char why[160], id[COORD_JOB_ID_LEN + 1];
     if (pin_s && (!pw || !pw->rec.alive)) {
         snprintf(why, sizeof(why), pw ? "worker '%s' is dead" : "unknown worker '%s'", pin_buf);
         spec.state = COORD_JOB_FAILED;
@@ -1129,12 +1134,16 @@ static int load_pin(struct coord_job *j)
     return rc;
 }
 
-static int load_one(struct coord *c, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl, uint64_t now,
-                    uint64_t *max_seq)
+struct load_state {
+    uint64_t now, max_seq;
+};
+
+static int load_one(struct coord *c, const char *key, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl,
+                    void *arg)
 {
-    char key[COORD_KEY_MAX + 16], id[COORD_JOB_ID_LEN + 1], hex[17];
-    coord_key_printable(key, sizeof(key), k, kl);
-    uint64_t seq = 0;
+    struct load_state *ls = arg;
+    uint64_t now = ls->now, seq = 0;
+    char id[COORD_JOB_ID_LEN + 1], hex[17];
     uint8_t raw[8];
     if (kl != 18)
         return cairn_err_set(CAIRN_ECORRUPT, "metadata key '%s' is not q/<16 hex>", key);
@@ -1147,8 +1156,8 @@ static int load_one(struct coord *c, const uint8_t *k, size_t kl, const uint8_t 
     CAIRN_FORWARD_IF_ERROR(coord_str_decode(v, vl, key, id, COORD_JOB_ID_LEN));
     if (!coord_job_id_valid(id, strlen(id)))
         return cairn_err_set(CAIRN_ECORRUPT, "metadata record '%s' is corrupt: not a job id", key);
-    if (seq + 1 > *max_seq)
-        *max_seq = seq + 1;
+    if (seq + 1 > ls->max_seq)
+        ls->max_seq = seq + 1;
     struct coord_job *j = cairn_calloc(1, sizeof(*j));
     if (!j)
         return cairn_err_set(CAIRN_ENOMEM, "out of memory loading jobs");
@@ -1200,28 +1209,11 @@ static int load_one(struct coord *c, const uint8_t *k, size_t kl, const uint8_t 
 
 int coord_jobs_load(struct coord *c)
 {
-    struct cairn_kv_iter *it = NULL;
-    uint64_t now = mono_now(), max_seq = 0;
-    int rc = cairn_kv_iter_new(c->kv, "q/", 2, &it);
-    while (rc == CAIRN_OK) {
-        const uint8_t *k, *v;
-        size_t kl, vl;
-        bool done = false;
-        rc = cairn_kv_iter_next(it, &k, &kl, &v, &vl, &done);
-        if (rc != CAIRN_OK || done)
-            break;
-        int lrc = load_one(c, k, kl, v, vl, now, &max_seq);
-        if (lrc == CAIRN_ENOMEM) {
-            rc = lrc;
-            break;
-        }
-        if (lrc != CAIRN_OK)
-            cairn_error("skipping unfinished job: %s", cairn_err_msg());
-    }
-    cairn_kv_iter_destroy(&it);
+    struct load_state ls = {.now = mono_now()};
+    int rc = coord_load_records(c, "q/", "skipping unfinished job", load_one, &ls);
     /* sequence numbers only order q/; starting from the time in microseconds keeps them growing across restarts */
     uint64_t base = (uint64_t)(cairn_now_real_ns() / 1000);
-    c->next_seq = max_seq > base ? max_seq : base;
+    c->next_seq = ls.max_seq > base ? ls.max_seq : base;
     return rc;
 }
 

@@ -105,47 +105,30 @@ int coord_epoch_bump(struct coord *c)
     return rc;
 }
 
+static int load_worker(struct coord *c, const char *key, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl,
+                       void *now)
+{
+    struct coord_worker *w = cairn_calloc(1, sizeof(*w));
+    if (!w)
+        return cairn_err_set(CAIRN_ENOMEM, "out of memory loading workers");
+    int rc = coord_worker_decode(v, vl, key, &w->rec);
+    if (rc == CAIRN_OK)
+        rc = coord_load_key_check(key, k, kl, "id", w->rec.id);
+    if (rc == CAIRN_OK && coord_worker_find(c, w->rec.id))
+        rc = cairn_err_set(CAIRN_ECORRUPT, "metadata record '%s' is a duplicate", key);
+    if (rc == CAIRN_OK) {
+        w->last_seen_mono = *(const uint64_t *)now; /* I4: deadline from the restart */
+        rc = worker_add(c, w);                      /* fails with ENOMEM only: the load stops */
+    }
+    if (rc != CAIRN_OK)
+        worker_free(w);
+    return rc;
+}
+
 int coord_workers_load(struct coord *c)
 {
-    struct cairn_kv_iter *it = NULL;
-    int rc = cairn_kv_iter_new(c->kv, "w/", 2, &it);
     uint64_t now = mono_now();
-    while (rc == CAIRN_OK) {
-        const uint8_t *k, *v;
-        size_t kl, vl;
-        bool done = false;
-        rc = cairn_kv_iter_next(it, &k, &kl, &v, &vl, &done);
-        if (rc != CAIRN_OK || done)
-            break;
-        char key[COORD_KEY_MAX + 16];
-        coord_key_printable(key, sizeof(key), k, kl);
-        struct coord_worker *w = cairn_calloc(1, sizeof(*w));
-        if (!w) {
-            rc = cairn_err_set(CAIRN_ENOMEM, "out of memory loading workers");
-            break;
-        }
-        int drc = coord_worker_decode(v, vl, key, &w->rec);
-        if (drc == CAIRN_OK && (kl != 2 + strlen(w->rec.id) || memcmp(k + 2, w->rec.id, kl - 2) != 0))
-            drc = cairn_err_set(CAIRN_ECORRUPT, "metadata record '%s' is corrupt: its id is '%s'", key, w->rec.id);
-        if (drc == CAIRN_OK && coord_worker_find(c, w->rec.id))
-            drc = cairn_err_set(CAIRN_ECORRUPT, "metadata record '%s' is a duplicate", key);
-        if (drc == CAIRN_ENOMEM) {
-            worker_free(w);
-            rc = drc;
-            break;
-        }
-        if (drc != CAIRN_OK) {
-            cairn_error("skipping worker record: %s", cairn_err_msg());
-            worker_free(w);
-            continue;
-        }
-        w->last_seen_mono = now; /* I4: deadline from the restart */
-        rc = worker_add(c, w);
-        if (rc != CAIRN_OK)
-            worker_free(w);
-    }
-    cairn_kv_iter_destroy(&it);
-    return rc;
+    return coord_load_records(c, "w/", "skipping worker record", load_worker, &now);
 }
 
 void coord_workers_free(struct coord *c)

@@ -34,7 +34,6 @@
 #include <inttypes.h>
 #include <stdio.h>
 
-#define CHAIN_MAX 64
 #define PATH_MAX_LEN 4096
 
 static int64_t now_ns(struct coord *c) { return cairn_clock_now_ns(&c->clock); }
@@ -102,53 +101,12 @@ static int dek_domain(const struct cairn_secret *dek, uint8_t out[16])
     return CAIRN_OK;
 }
 
-/* The layer chain of img, top first (every ancestor present and not collected). */
-static int image_chain(struct coord *c, struct coord_image *img, struct coord_image **chain, size_t *n)
-{
-    *n = 0;
-    for (struct coord_image *cur = img;;) {
-        if (*n == CHAIN_MAX)
-            return cairn_err_set(CAIRN_ECORRUPT, "image '%s' has more than %d layers", img->rec.id, CHAIN_MAX);
-        chain[(*n)++] = cur;
-        if (!cur->rec.parent[0])
-            return CAIRN_OK;
-        struct coord_image *parent = coord_image_get(c, cur->rec.parent);
-        if (!parent || parent->rec.state == COORD_IMAGE_PENDING || parent->rec.collected ||
-            strcmp(parent->rec.app, cur->rec.app) != 0)
-            return cairn_err_set(CAIRN_ECORRUPT, "image '%s' is layered on image '%s', which is gone", cur->rec.id,
-                                 cur->rec.parent);
-        cur = parent;
-    }
-}
-
 /* params of a job on the sandbox's worker: runtime_id, sandbox, worker, path */
 static struct cairn_mval *job_params(struct cairn_msg *pm, const struct coord_sandbox *sb, const char *path)
 {
-    struct cairn_mval *p = cairn_msg_set_map(pm, "params");
-    cairn_mval_put_str(pm, p, "runtime_id", sb->rec.runtime_id);
-    cairn_mval_put_str(pm, p, "sandbox", sb->rec.id);
-    cairn_mval_put_str(pm, p, "worker", sb->rec.worker);
+    struct cairn_mval *p = coord_sandbox_job_params(pm, sb); /* running: it has a worker */
     cairn_mval_put_str(pm, p, "path", path);
     return p;
-}
-
-/* A seen req_id answers with its job (true: answered). */
-static bool replay(struct coord *c, struct cairn_msg **mp, const char *app, const char *req_id, const char *kind,
-                   uint64_t wait_ms)
-{
-    if (!req_id || !app)
-        return false;
-    char jid[COORD_JOB_ID_LEN + 1];
-    int rc = coord_meta_get_req(c->kv, app, req_id, jid);
-    if (rc == CAIRN_OK) {
-        coord_job_answer(c, mp, jid, kind, wait_ms);
-        return true;
-    }
-    if (rc != CAIRN_ENOTFOUND) {
-        coord_reply_error(c, c->csock, *mp, rc, "%s", cairn_err_msg());
-        return true;
-    }
-    return false;
 }
 
 /* ---- sandbox.mount ------------------------------------------------------------------------------------- */
@@ -172,12 +130,10 @@ void coord_sandbox_on_mount(struct coord *c, struct cairn_msg **mp)
     if (cairn_msg_get_str(m, "req_id", &req_id, NULL) != CAIRN_OK)
         req_id = NULL;
     cairn_msg_opt_u64(m, "wait_ms", 0, &wait_ms);
-    if (replay(c, mp, app, req_id, COORD_KIND_SBX_MOUNT_S, wait_ms))
+    struct coord_sandbox *sb = coord_sandbox_request(c, mp, id, req_id, NULL, COORD_KIND_SBX_MOUNT_S, wait_ms);
+    if (!sb)
         goto out;
-    struct coord_sandbox *sb = NULL;
-    int rc = coord_sandbox_usable(c, app, id, &sb);
-    if (rc == CAIRN_OK)
-        rc = path_check(path);
+    int rc = path_check(path);
     if (rc == CAIRN_OK && mount_find(&sb->rec, path) >= 0)
         rc = cairn_err_set(CAIRN_EEXIST, "%s in %s is already a mount: unmount it first", path, id);
     if (rc == CAIRN_OK && sb->rec.nmounts >= COORD_MOUNTS_MAX)
@@ -188,7 +144,7 @@ void coord_sandbox_on_mount(struct coord *c, struct cairn_msg **mp)
         coord_reply_error(c, c->csock, m, rc, "%s", cairn_err_msg());
         goto out;
     }
-    struct coord_image *img = NULL, *chain[CHAIN_MAX];
+    struct coord_image *img = NULL, *chain[COORD_CHAIN_MAX];
     size_t nchain = 0;
     uint8_t domain[16];
     if (image) {
@@ -220,7 +176,7 @@ void coord_sandbox_on_mount(struct coord *c, struct cairn_msg **mp)
             }
             chain[0] = img; /* a CSEK image is a directory snapshot: one whole layer */
             nchain = 1;
-        } else if ((rc = image_chain(c, img, chain, &nchain)) != CAIRN_OK) {
+        } else if ((rc = coord_image_chain(c, img, chain, &nchain)) != CAIRN_OK) {
             coord_reply_error(c, c->csock, m, rc, "%s", cairn_err_msg());
             goto out;
         }
@@ -292,14 +248,11 @@ void coord_sandbox_on_unmount(struct coord *c, struct cairn_msg **mp)
     if (cairn_msg_get_str(m, "req_id", &req_id, NULL) != CAIRN_OK)
         req_id = NULL;
     cairn_msg_opt_u64(m, "wait_ms", 0, &wait_ms);
-    if (replay(c, mp, app, req_id, COORD_KIND_SBX_UNMOUNT_S, wait_ms))
+    struct coord_sandbox *sb = coord_sandbox_request(c, mp, id, req_id, NULL, COORD_KIND_SBX_UNMOUNT_S, wait_ms);
+    if (!sb)
         goto out;
-    struct coord_sandbox *sb = NULL;
-    int rc = coord_sandbox_usable(c, app, id, &sb);
-    if (rc == CAIRN_OK && mount_find(&sb->rec, path) < 0)
-        rc = cairn_err_set(CAIRN_ENOTFOUND, "no mount at %s in %s", path, id);
-    if (rc != CAIRN_OK) {
-        coord_reply_error(c, c->csock, m, rc, "%s", cairn_err_msg());
+    if (mount_find(&sb->rec, path) < 0) {
+        coord_reply_error(c, c->csock, m, CAIRN_ENOTFOUND, "no mount at %s in %s", path, id);
         goto out;
     }
     pm = cairn_msg_new(CAIRN_MSG_JOB_SUBMIT);
@@ -308,7 +261,7 @@ void coord_sandbox_on_unmount(struct coord *c, struct cairn_msg **mp)
         goto out;
     }
     job_params(pm, sb, path);
-    rc = cairn_msg_build_error(pm);
+    int rc = cairn_msg_build_error(pm);
     if (rc == CAIRN_OK)
         rc = coord_value_pack(cairn_msg_get(pm, "params"), &pb);
     char jid[COORD_JOB_ID_LEN + 1];
@@ -362,15 +315,12 @@ void coord_sandbox_on_snapshot_dir(struct coord *c, struct cairn_msg **mp)
     cairn_msg_get_str(m, "req_id", &req_id, NULL);
     cairn_msg_opt_u64(m, "wait_ms", 0, &wait_ms);
     cairn_msg_opt_u64(m, "ttl_s", 0, &ttl_s);
-    if (!app || !req_id) {
-        coord_reply_error(c, c->csock, m, CAIRN_EINVAL, "sandbox.snapshot-dir needs a req_id");
+    struct coord_sandbox *sb =
+        coord_sandbox_request(c, mp, id, req_id, "sandbox.snapshot-dir", COORD_KIND_SNAPSHOT_DIR_S, wait_ms);
+    if (!sb)
         goto out;
-    }
-    if (replay(c, mp, app, req_id, COORD_KIND_SNAPSHOT_DIR_S, wait_ms))
-        goto out;
-    struct coord_sandbox *sb = NULL;
-    int rc = coord_sandbox_usable(c, app, id, &sb), mi = -1;
-    if (rc == CAIRN_OK && (mi = mount_find(&sb->rec, path)) < 0)
+    int rc = CAIRN_OK, mi = mount_find(&sb->rec, path);
+    if (mi < 0)
         rc = cairn_err_set(CAIRN_EINVAL,
                            "%s in %s was not mounted with 'cairn sandbox mount': only mounted directories can be "
                            "snapshotted",

@@ -48,9 +48,6 @@
 #include <inttypes.h>
 #include <stdio.h>
 
-#define LIST_DEFAULT 100
-#define LIST_MAX 1000
-#define CHAIN_MAX 64
 #define LAST_USED_GRAIN_NS (60ll * 1000000000ll)
 
 static int64_t now_ns(struct coord *c) { return cairn_clock_now_ns(&c->clock); }
@@ -68,7 +65,7 @@ static void sandbox_free(struct coord_sandbox *sb)
     cairn_free(sb);
 }
 
-static int sandbox_add(struct coord *c, struct coord_sandbox *sb)
+int coord_sandbox_add(struct coord *c, struct coord_sandbox *sb)
 {
     struct coord_app *a = coord_app_find(c, sb->rec.app);
     if (!a)
@@ -80,7 +77,14 @@ static int sandbox_add(struct coord *c, struct coord_sandbox *sb)
     return rc;
 }
 
-static void sandbox_drop(struct coord *c, struct coord_sandbox *sb)
+void coord_sandbox_new_runtime_id(char out[COORD_RUNTIME_ID_LEN + 1])
+{
+    uint8_t rnd[COORD_RUNTIME_ID_LEN / 2];
+    cairn_random_bytes(rnd, sizeof(rnd));
+    cairn_hex_encode(out, rnd, sizeof(rnd));
+}
+
+void coord_sandbox_drop(struct coord *c, struct coord_sandbox *sb)
 {
     struct coord_app *a = coord_app_find(c, sb->rec.app);
     if (a)
@@ -167,34 +171,24 @@ int coord_sandbox_usable(struct coord *c, const char *app, const char *id, struc
                          sb->rec.err_msg ? sb->rec.err_msg : cairn_strerror((int)sb->rec.err_code));
 }
 
-/* ---- sandbox.create ---------------------------------------------------------------------------- */
-
-/* The layer chain of img, top first (S: every ancestor must be a ready image). */
-static int image_chain(struct coord *c, struct coord_image *img, struct coord_image **chain, size_t *n)
+struct coord_sandbox *coord_sandbox_request(struct coord *c, struct cairn_msg **mp, const char *id, const char *req_id,
+                                            const char *need, const char *kind, uint64_t wait_ms)
 {
-    *n = 0;
-    for (struct coord_image *cur = img;;) {
-        if (*n == CHAIN_MAX)
-            return cairn_err_set(CAIRN_ECORRUPT, "image '%s' has more than %d layers", img->rec.id, CHAIN_MAX);
-        chain[(*n)++] = cur;
-        if (!cur->rec.parent[0])
-            return CAIRN_OK;
-        struct coord_image *parent = coord_image_get(c, cur->rec.parent);
-        /* issue 5: an expired parent stays usable under a live child until collected (the GC keeps it) */
-        if (!parent || parent->rec.state == COORD_IMAGE_PENDING || parent->rec.collected ||
-            strcmp(parent->rec.app, cur->rec.app) != 0)
-            return cairn_err_set(CAIRN_ECORRUPT, "image '%s' is layered on image '%s', which is gone", cur->rec.id,
-                                 cur->rec.parent);
-        cur = parent;
+    const char *app = cairn_msg_app(*mp);
+    struct coord_sandbox *sb = NULL;
+    if (need && (!app || !req_id)) {
+        coord_reply_error(c, c->csock, *mp, CAIRN_EINVAL, "%s needs a req_id", need);
+        return NULL;
     }
+    if (coord_req_answered(c, mp, app, req_id, kind, wait_ms))
+        return NULL;
+    int rc = coord_sandbox_usable(c, app, id, &sb);
+    if (rc != CAIRN_OK)
+        coord_reply_error(c, c->csock, *mp, rc, "%s", cairn_err_msg());
+    return sb;
 }
 
-static void random_hex(char *out, size_t bytes)
-{
-    uint8_t rnd[32];
-    cairn_random_bytes(rnd, bytes);
-    cairn_hex_encode(out, rnd, bytes);
-}
+/* ---- sandbox.create ---------------------------------------------------------------------------- */
 
 void coord_sandbox_on_create(struct coord *c, struct cairn_msg **mp)
 {
@@ -227,16 +221,8 @@ void coord_sandbox_on_create(struct coord *c, struct cairn_msg **mp)
         coord_reply_error(c, c->csock, m, CAIRN_EINVAL, "sandbox.create needs a req_id");
         goto out;
     }
-    char jid[COORD_JOB_ID_LEN + 1];
-    int rc = coord_meta_get_req(c->kv, app, req_id, jid);
-    if (rc == CAIRN_OK) {
-        coord_job_answer(c, mp, jid, COORD_KIND_SBX_CREATE_S, wait_ms);
+    if (coord_req_answered(c, mp, app, req_id, COORD_KIND_SBX_CREATE_S, wait_ms))
         goto out;
-    }
-    if (rc != CAIRN_ENOTFOUND) {
-        coord_reply_error(c, c->csock, m, rc, "%s", cairn_err_msg());
-        goto out;
-    }
     if (gpu > 0 && snap) {
         coord_reply_error(c, c->csock, m, CAIRN_EINVAL, "sandboxes with snapshots enabled cannot have GPUs");
         goto out;
@@ -257,9 +243,9 @@ void coord_sandbox_on_create(struct coord *c, struct cairn_msg **mp)
                           img->rec.id);
         goto out;
     }
-    struct coord_image *chain[CHAIN_MAX];
+    struct coord_image *chain[COORD_CHAIN_MAX];
     size_t nchain = 0;
-    if (image_chain(c, img, chain, &nchain) != CAIRN_OK) {
+    if (coord_image_chain(c, img, chain, &nchain) != CAIRN_OK) {
         coord_reply_error(c, c->csock, m, CAIRN_ECORRUPT, "%s", cairn_err_msg());
         goto out;
     }
@@ -290,7 +276,7 @@ void coord_sandbox_on_create(struct coord *c, struct cairn_msg **mp)
     coord_obj_new_id(c, "sb-", r->id);
     memcpy(r->app, app, strlen(app) + 1);
     memcpy(r->image, img->rec.id, sizeof(r->image));
-    random_hex(r->runtime_id, COORD_RUNTIME_ID_LEN / 2);
+    coord_sandbox_new_runtime_id(r->runtime_id);
     r->state = COORD_SBX_CREATING;
     r->created_ns = r->updated_ns = now_ns(c);
     r->enable_snapshot = snap;
@@ -319,7 +305,7 @@ void coord_sandbox_on_create(struct coord *c, struct cairn_msg **mp)
         cairn_mval_put_bool(pm, p, "network", true);
     if (pin)
         cairn_mval_put_str(pm, p, "worker", pin);
-    rc = cairn_msg_build_error(pm);
+    int rc = cairn_msg_build_error(pm);
     if (rc == CAIRN_OK)
         rc = coord_value_pack(cairn_msg_get(pm, "params"), &pb);
     if (rc == CAIRN_OK && cmd && (rc = coord_value_pack(cmd, &cb)) == CAIRN_OK) {
@@ -344,7 +330,7 @@ void coord_sandbox_on_create(struct coord *c, struct cairn_msg **mp)
     }
     int64_t used_expires = has_used ? used.expires_ns : img->rec.expires_ns;
     if (rc == CAIRN_OK)
-        rc = sandbox_add(c, sb);
+        rc = coord_sandbox_add(c, sb);
     if (rc != CAIRN_OK) {
         coord_batch_reset(c);
         if (has_used)
@@ -352,7 +338,7 @@ void coord_sandbox_on_create(struct coord *c, struct cairn_msg **mp)
         coord_reply_error(c, c->csock, m, rc, "create sandbox: %s", cairn_err_msg());
         goto out;
     }
-    char sid[COORD_OBJ_ID_LEN + 1];
+    char sid[COORD_OBJ_ID_LEN + 1], jid[COORD_JOB_ID_LEN + 1];
     memcpy(sid, r->id, sizeof(sid));
     int64_t used_ns = r->created_ns;
     struct coord_job_spec spec = {.app = app, .kind = COORD_KIND_SBX_CREATE_S, .req_id = req_id, .id = r->job,
@@ -365,7 +351,7 @@ void coord_sandbox_on_create(struct coord *c, struct cairn_msg **mp)
     if (rc != CAIRN_OK) {
         struct coord_sandbox *still = coord_sandbox_get(c, sid);
         if (still)
-            sandbox_drop(c, still);
+            coord_sandbox_drop(c, still);
         coord_reply_error(c, c->csock, m, rc, "create sandbox: %s", cairn_err_msg());
         goto out;
     }
@@ -418,55 +404,40 @@ static void sandbox_put(struct coord *c, struct cairn_msg *r, struct cairn_mval 
 
 void coord_sandbox_on_ls(struct coord *c, const struct cairn_msg *m)
 {
-    const char *after = NULL;
-    uint64_t limit = LIST_DEFAULT;
     bool all = false;
-    cairn_msg_opt_u64(m, "limit", LIST_DEFAULT, &limit);
     cairn_msg_opt_bool(m, "all", false, &all);
-    if (cairn_msg_get_str(m, "after", &after, NULL) != CAIRN_OK)
-        after = NULL;
-    if (limit < 1 || limit > LIST_MAX)
-        limit = LIST_DEFAULT;
     struct coord_app *a = coord_app_find(c, cairn_msg_app(m));
-    struct cairn_msg *r = cairn_msg_reply(m, CAIRN_OK, NULL);
-    if (!r || !a) {
-        cairn_msg_destroy(&r);
-        coord_reply_error(c, c->csock, m, CAIRN_ENOMEM, "out of memory listing sandboxes");
+    struct coord_page pg;
+    if (!coord_page_start(c, m, "sandboxes", a != NULL, &pg))
         return;
-    }
-    struct cairn_mval *arr = cairn_msg_set_array(r, "sandboxes");
-    const struct coord_sandbox *last = NULL;
-    uint64_t n = 0;
-    for (size_t i = coord_vec_after(&a->sandboxes, after); i < a->sandboxes.n; i++) {
+    for (size_t i = coord_vec_after(&a->sandboxes, pg.after); i < a->sandboxes.n; i++) {
         const struct coord_sandbox *sb = a->sandboxes.v[i].val;
         if (!all && sb->rec.state == COORD_SBX_TERMINATED)
             continue;
-        if (n == limit) {
-            cairn_msg_set_str(r, "next", last->rec.id);
+        struct cairn_mval *e = coord_page_add(&pg, sb->rec.id);
+        if (!e)
             break;
-        }
-        sandbox_put(c, r, cairn_mval_push_map(r, arr), sb);
-        last = sb;
-        n++;
+        sandbox_put(c, pg.r, e, sb);
     }
-    if (cairn_msg_build_error(r) != CAIRN_OK) {
-        cairn_msg_destroy(&r);
-        coord_reply_error(c, c->csock, m, CAIRN_ENOMEM, "list sandboxes: %s", cairn_err_msg());
-        return;
-    }
-    coord_send(c, c->csock, &r);
+    coord_page_send(c, m, &pg);
 }
 
 /* ---- sandbox.terminate ------------------------------------------------------------------------- */
 
 /* params for a job on the sandbox's worker: runtime_id, sandbox, worker (the pin) + extra */
+struct cairn_mval *coord_sandbox_job_params(struct cairn_msg *pm, const struct coord_sandbox *sb)
+{
+    struct cairn_mval *p = cairn_msg_set_map(pm, "params");
+    cairn_mval_put_str(pm, p, "runtime_id", sb->rec.runtime_id);
+    cairn_mval_put_str(pm, p, "sandbox", sb->rec.id);
+    if (sb->rec.worker[0])
+        cairn_mval_put_str(pm, p, "worker", sb->rec.worker);
+    return p;
+}
+
 static int sandbox_params(const struct coord_sandbox *sb, struct cairn_msg *pm, struct cairn_mval **p)
 {
-    *p = cairn_msg_set_map(pm, "params");
-    cairn_mval_put_str(pm, *p, "runtime_id", sb->rec.runtime_id);
-    cairn_mval_put_str(pm, *p, "sandbox", sb->rec.id);
-    if (sb->rec.worker[0])
-        cairn_mval_put_str(pm, *p, "worker", sb->rec.worker);
+    *p = coord_sandbox_job_params(pm, sb);
     return cairn_msg_build_error(pm);
 }
 
@@ -483,19 +454,10 @@ void coord_sandbox_on_terminate(struct coord *c, struct cairn_msg **mp)
     if (cairn_msg_get_str(m, "req_id", &req_id, NULL) != CAIRN_OK)
         req_id = NULL;
     cairn_msg_opt_u64(m, "wait_ms", 0, &wait_ms);
+    if (coord_req_answered(c, mp, app, req_id, COORD_KIND_SBX_TERMINATE_S, wait_ms))
+        goto out;
     char jid[COORD_JOB_ID_LEN + 1];
     int rc;
-    if (req_id && app) {
-        rc = coord_meta_get_req(c->kv, app, req_id, jid);
-        if (rc == CAIRN_OK) {
-            coord_job_answer(c, mp, jid, COORD_KIND_SBX_TERMINATE_S, wait_ms);
-            goto out;
-        }
-        if (rc != CAIRN_ENOTFOUND) {
-            coord_reply_error(c, c->csock, m, rc, "%s", cairn_err_msg());
-            goto out;
-        }
-    }
     struct coord_sandbox *sb = coord_sandbox_get(c, id);
     if (!sb || !app || strcmp(sb->rec.app, app) != 0) {
         coord_reply_error(c, c->csock, m, CAIRN_ENOTFOUND, "sandbox '%s' not found", id);
@@ -581,22 +543,10 @@ void coord_sandbox_on_snapshot_fs(struct coord *c, struct cairn_msg **mp)
     cairn_msg_get_str(m, "req_id", &req_id, NULL);
     cairn_msg_opt_u64(m, "wait_ms", 0, &wait_ms);
     cairn_msg_opt_u64(m, "ttl_s", 0, &ttl_s);
-    char jid[COORD_JOB_ID_LEN + 1];
-    int rc = app && req_id ? coord_meta_get_req(c->kv, app, req_id, jid)
-                           : cairn_err_set(CAIRN_EINVAL, "sandbox.snapshot-fs needs a req_id");
-    if (rc == CAIRN_OK) {
-        coord_job_answer(c, mp, jid, COORD_KIND_SNAPSHOT_FS_S, wait_ms);
+    struct coord_sandbox *sb =
+        coord_sandbox_request(c, mp, id, req_id, "sandbox.snapshot-fs", COORD_KIND_SNAPSHOT_FS_S, wait_ms);
+    if (!sb)
         goto out;
-    }
-    if (rc != CAIRN_ENOTFOUND) {
-        coord_reply_error(c, c->csock, m, rc, "%s", cairn_err_msg());
-        goto out;
-    }
-    struct coord_sandbox *sb = NULL;
-    if ((rc = coord_sandbox_usable(c, app, id, &sb)) != CAIRN_OK) {
-        coord_reply_error(c, c->csock, m, rc, "%s", cairn_err_msg());
-        goto out;
-    }
     struct coord_image *parent = coord_image_get(c, sb->rec.image);
     struct coord_app *a = coord_app_find(c, app);
     const uint8_t *dom = NULL;
@@ -605,7 +555,8 @@ void coord_sandbox_on_snapshot_fs(struct coord *c, struct cairn_msg **mp)
                           id);
         goto out;
     }
-    if ((rc = coord_app_domain(c, a, &dom)) != CAIRN_OK) {
+    int rc = coord_app_domain(c, a, &dom);
+    if (rc != CAIRN_OK) {
         coord_reply_error(c, c->csock, m, rc, "%s", cairn_err_msg());
         goto out;
     }
@@ -651,7 +602,7 @@ void coord_sandbox_on_snapshot_fs(struct coord *c, struct cairn_msg **mp)
         coord_reply_error(c, c->csock, m, rc, "snapshot sandbox '%s': %s", id, cairn_err_msg());
         goto out;
     }
-    char iid[COORD_OBJ_ID_LEN + 1];
+    char iid[COORD_OBJ_ID_LEN + 1], jid[COORD_JOB_ID_LEN + 1];
     memcpy(iid, r->id, sizeof(iid));
     struct coord_job_spec spec = {.app = app, .kind = COORD_KIND_SNAPSHOT_FS_S, .req_id = req_id, .id = r->job,
                                   .params = pb.data, .params_len = pb.len, .pin = sb->rec.worker,
@@ -947,51 +898,38 @@ void coord_sandboxes_worker_registered(struct coord *c, struct coord_worker *w, 
 
 /* ---- start-up and teardown --------------------------------------------------------------------- */
 
-int coord_sandboxes_load(struct coord *c)
+static int load_sandbox(struct coord *c, const char *key, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl,
+                        void *arg)
 {
-    struct cairn_kv_iter *it = NULL;
-    int rc = cairn_kv_iter_new(c->kv, "s/", 2, &it);
-    while (rc == CAIRN_OK) {
-        const uint8_t *k, *v;
-        size_t kl, vl;
-        bool done = false;
-        rc = cairn_kv_iter_next(it, &k, &kl, &v, &vl, &done);
-        if (rc != CAIRN_OK || done)
-            break;
-        char key[COORD_KEY_MAX + 16];
-        coord_key_printable(key, sizeof(key), k, kl);
-        struct coord_sandbox *sb = cairn_calloc(1, sizeof(*sb));
-        if (!sb) {
-            rc = cairn_err_set(CAIRN_ENOMEM, "out of memory loading sandboxes");
-            break;
-        }
-        int drc = coord_sandbox_decode(v, vl, key, &sb->rec);
-        if (drc == CAIRN_OK && (kl != 2 + strlen(sb->rec.id) || memcmp(k + 2, sb->rec.id, kl - 2) != 0))
-            drc = cairn_err_set(CAIRN_ECORRUPT, "metadata record '%s' is corrupt: its id is '%s'", key, sb->rec.id);
-        if (drc == CAIRN_OK)
-            drc = sandbox_add(c, sb);
-        if (drc == CAIRN_ENOMEM) {
-            sandbox_free(sb);
-            rc = drc;
-            break;
-        }
-        if (drc != CAIRN_OK) {
-            cairn_error("skipping sandbox record: %s", cairn_err_msg());
-            sandbox_free(sb);
-            continue;
-        }
-        if (sb->rec.state == COORD_SBX_RUNNING) {
-            struct coord_worker *w = coord_worker_find(c, sb->rec.worker);
-            if (w && w->rec.alive) {
-                sbx_link(sb, w);
-            } else {
-                char why[200];
-                snprintf(why, sizeof(why), w ? "worker '%s' is dead" : "unknown worker '%s'", sb->rec.worker);
-                fail_now(c, sb, CAIRN_EUNAVAILABLE, why);
-            }
+    CAIRN_UNUSED(arg);
+    struct coord_sandbox *sb = cairn_calloc(1, sizeof(*sb));
+    if (!sb)
+        return cairn_err_set(CAIRN_ENOMEM, "out of memory loading sandboxes");
+    int rc = coord_sandbox_decode(v, vl, key, &sb->rec);
+    if (rc == CAIRN_OK)
+        rc = coord_load_key_check(key, k, kl, "id", sb->rec.id);
+    if (rc == CAIRN_OK)
+        rc = coord_sandbox_add(c, sb);
+    if (rc != CAIRN_OK) {
+        sandbox_free(sb);
+        return rc;
+    }
+    if (sb->rec.state == COORD_SBX_RUNNING) {
+        struct coord_worker *w = coord_worker_find(c, sb->rec.worker);
+        if (w && w->rec.alive) {
+            sbx_link(sb, w);
+        } else {
+            char why[200];
+            snprintf(why, sizeof(why), w ? "worker '%s' is dead" : "unknown worker '%s'", sb->rec.worker);
+            fail_now(c, sb, CAIRN_EUNAVAILABLE, why);
         }
     }
-    cairn_kv_iter_destroy(&it);
+    return CAIRN_OK;
+}
+
+int coord_sandboxes_load(struct coord *c)
+{
+    int rc = coord_load_records(c, "s/", "skipping sandbox record", load_sandbox, NULL);
     commit_or_log(c, "sandboxes of dead workers");
     return rc;
 }

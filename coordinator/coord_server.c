@@ -96,10 +96,10 @@ out:
     return rc;
 }
 
-static int load_apps(struct coord *c)
+int coord_load_records(struct coord *c, const char *prefix, const char *skip, coord_load_fn load, void *arg)
 {
     struct cairn_kv_iter *it = NULL;
-    int rc = cairn_kv_iter_new(c->kv, "a/", 2, &it);
+    int rc = cairn_kv_iter_new(c->kv, prefix, 2, &it);
     while (rc == CAIRN_OK) {
         const uint8_t *k, *v;
         size_t kl, vl;
@@ -109,26 +109,38 @@ static int load_apps(struct coord *c)
             break;
         char key[COORD_KEY_MAX + 16];
         coord_key_printable(key, sizeof(key), k, kl);
-        struct coord_app *a = cairn_calloc(1, sizeof(*a));
-        if (!a) {
-            rc = cairn_err_set(CAIRN_ENOMEM, "out of memory loading apps");
-            break;
-        }
-        coord_map_init(&a->names);
-        int drc = coord_app_decode(v, vl, key, &a->rec);
-        if (drc == CAIRN_OK && (kl != 2 + strlen(a->rec.name) || memcmp(k + 2, a->rec.name, kl - 2) != 0))
-            drc = cairn_err_set(CAIRN_ECORRUPT, "metadata record '%s' is corrupt: its name is '%s'", key,
-                                a->rec.name);
-        if (drc != CAIRN_OK) {
-            cairn_error("skipping app record: %s", cairn_err_msg());
-            cairn_free(a);
-            continue;
-        }
-        rc = coord_map_sput(&c->apps, a->rec.name, a);
-        if (rc != CAIRN_OK)
-            cairn_free(a);
+        int lrc = load(c, key, k, kl, v, vl, arg);
+        if (lrc == CAIRN_ENOMEM)
+            rc = lrc;
+        else if (lrc != CAIRN_OK)
+            cairn_error("%s: %s", skip, cairn_err_msg());
     }
     cairn_kv_iter_destroy(&it);
+    return rc;
+}
+
+int coord_load_key_check(const char *key, const uint8_t *k, size_t kl, const char *field, const char *id)
+{
+    if (kl != 2 + strlen(id) || memcmp(k + 2, id, kl - 2) != 0)
+        return cairn_err_set(CAIRN_ECORRUPT, "metadata record '%s' is corrupt: its %s is '%s'", key, field, id);
+    return CAIRN_OK;
+}
+
+static int load_app(struct coord *c, const char *key, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl,
+                    void *arg)
+{
+    CAIRN_UNUSED(arg);
+    struct coord_app *a = cairn_calloc(1, sizeof(*a));
+    if (!a)
+        return cairn_err_set(CAIRN_ENOMEM, "out of memory loading apps");
+    coord_map_init(&a->names);
+    int rc = coord_app_decode(v, vl, key, &a->rec);
+    if (rc == CAIRN_OK)
+        rc = coord_load_key_check(key, k, kl, "name", a->rec.name);
+    if (rc == CAIRN_OK)
+        rc = coord_map_sput(&c->apps, a->rec.name, a);
+    if (rc != CAIRN_OK)
+        cairn_free(a);
     return rc;
 }
 
@@ -165,7 +177,7 @@ static int open_store(struct coord *c)
         c->epoch = 0;
     else if (rc != CAIRN_OK)
         return rc;
-    CAIRN_FORWARD_IF_ERROR(load_apps(c));
+    CAIRN_FORWARD_IF_ERROR(coord_load_records(c, "a/", "skipping app record", load_app, NULL));
     CAIRN_FORWARD_IF_ERROR(coord_workers_load(c));
     CAIRN_FORWARD_IF_ERROR(coord_images_load(c));
     CAIRN_FORWARD_IF_ERROR(coord_sandboxes_load(c));

@@ -66,9 +66,6 @@
 
 #define NS_PER_S 1000000000ll
 #define SNAP_TTL_NS (7ll * 24 * 3600 * NS_PER_S)
-#define LIST_DEFAULT 100
-#define LIST_MAX 1000
-#define CHAIN_MAX 64
 #define RESTORE_MAX 256 /* the model's limit on sandbox.restore count (see "Departures") */
 #define FINGERPRINT_MAX 256
 #define TREES_MAX_MOUNTS 64
@@ -453,10 +450,7 @@ static void terminate_sandbox(struct coord *c, struct coord_sandbox *sb, const c
     cairn_buf_init(&pb, COORD_RECORD_MAX);
     int rc = pm ? CAIRN_OK : cairn_err_set(CAIRN_ENOMEM, "out of memory");
     if (rc == CAIRN_OK) {
-        struct cairn_mval *p = cairn_msg_set_map(pm, "params");
-        cairn_mval_put_str(pm, p, "runtime_id", sb->rec.runtime_id);
-        cairn_mval_put_str(pm, p, "sandbox", sb->rec.id);
-        cairn_mval_put_str(pm, p, "worker", sb->rec.worker);
+        coord_sandbox_job_params(pm, sb);
         rc = cairn_msg_build_error(pm);
     }
     if (rc == CAIRN_OK)
@@ -498,22 +492,10 @@ void coord_sandbox_on_snapshot(struct coord *c, struct cairn_msg **mp)
     cairn_msg_get_str(m, "sandbox", &id, NULL);
     cairn_msg_get_str(m, "req_id", &req_id, NULL);
     cairn_msg_opt_u64(m, "wait_ms", 0, &wait_ms);
-    char jid[COORD_JOB_ID_LEN + 1];
-    int rc = app && req_id ? coord_meta_get_req(c->kv, app, req_id, jid)
-                           : cairn_err_set(CAIRN_EINVAL, "sandbox.snapshot needs a req_id");
-    if (rc == CAIRN_OK) {
-        coord_job_answer(c, mp, jid, COORD_KIND_SBX_SNAPSHOT_S, wait_ms);
+    struct coord_sandbox *sb =
+        coord_sandbox_request(c, mp, id, req_id, "sandbox.snapshot", COORD_KIND_SBX_SNAPSHOT_S, wait_ms);
+    if (!sb)
         goto out;
-    }
-    if (rc != CAIRN_ENOTFOUND) {
-        coord_reply_error(c, c->csock, m, rc, "%s", cairn_err_msg());
-        goto out;
-    }
-    struct coord_sandbox *sb = NULL;
-    if ((rc = coord_sandbox_usable(c, app, id, &sb)) != CAIRN_OK) {
-        coord_reply_error(c, c->csock, m, rc, "%s", cairn_err_msg());
-        goto out;
-    }
     /* X4; GPU first: a GPU sandbox can never have enable_snapshot, so the other message would hide why */
     if (sb->rec.gpu > 0) {
         coord_reply_error(c, c->csock, m, CAIRN_EUNSUPPORTED, "sandboxes with GPUs cannot be snapshotted");
@@ -558,12 +540,9 @@ void coord_sandbox_on_snapshot(struct coord *c, struct cairn_msg **mp)
     s->created_ns = now_ns(c);
     s->expires_ns = sb->rec.expires_hint_ns > 0 ? sb->rec.expires_hint_ns : s->created_ns + SNAP_TTL_NS;
     coord_job_new_id(c, s->job);
-    struct cairn_mval *p = cairn_msg_set_map(pm, "params");
-    cairn_mval_put_str(pm, p, "runtime_id", sb->rec.runtime_id);
-    cairn_mval_put_str(pm, p, "sandbox", sb->rec.id);
-    cairn_mval_put_str(pm, p, "worker", sb->rec.worker);
+    struct cairn_mval *p = coord_sandbox_job_params(pm, sb); /* running: it has a worker */
     cairn_mval_put_str(pm, p, "snapshot", s->id);
-    rc = cairn_msg_build_error(pm);
+    int rc = cairn_msg_build_error(pm);
     if (rc == CAIRN_OK)
         rc = coord_value_pack(cairn_msg_get(pm, "params"), &pb);
     if (rc == CAIRN_OK)
@@ -575,7 +554,7 @@ void coord_sandbox_on_snapshot(struct coord *c, struct cairn_msg **mp)
         coord_reply_error(c, c->csock, m, rc, "snapshot sandbox '%s': %s", id, cairn_err_msg());
         goto out;
     }
-    char sid[COORD_OBJ_ID_LEN + 1];
+    char sid[COORD_OBJ_ID_LEN + 1], jid[COORD_JOB_ID_LEN + 1];
     memcpy(sid, s->id, sizeof(sid));
     struct coord_job_spec spec = {.app = app, .kind = COORD_KIND_SBX_SNAPSHOT_S, .req_id = req_id, .id = s->job,
                                   .params = pb.data, .params_len = pb.len, .pin = sb->rec.worker,
@@ -743,46 +722,17 @@ static int root_chain(struct coord *c, const struct coord_snapshot *s, struct co
         if (!img || strcmp(img->rec.app, s->app) != 0 || img->rec.state == COORD_IMAGE_PENDING ||
             img->rec.collected || !img->rec.manifest_size)
             return cairn_err_set(CAIRN_ENOTFOUND, "image '%s' under snapshot %s is gone", id, s->id);
-        if (*n == CHAIN_MAX)
-            return cairn_err_set(CAIRN_ECORRUPT, "image '%s' has more than %d layers", s->image, CHAIN_MAX);
+        if (*n == COORD_CHAIN_MAX)
+            return cairn_err_set(CAIRN_ECORRUPT, "image '%s' has more than %d layers", s->image, COORD_CHAIN_MAX);
         chain[(*n)++] = img;
         id = img->rec.parent;
     }
     return CAIRN_OK;
 }
 
-static void random_hex(char *out, size_t bytes)
-{
-    uint8_t rnd[32];
-    cairn_random_bytes(rnd, bytes);
-    cairn_hex_encode(out, rnd, bytes);
-}
-
 static bool worker_matches(const struct coord_worker *w, const char *fingerprint)
 {
     return w->rec.alive && w->rec.fingerprint && !strcmp(w->rec.fingerprint, fingerprint);
-}
-
-static void sandbox_forget(struct coord *c, struct coord_sandbox *sb)
-{
-    struct coord_app *a = coord_app_find(c, sb->rec.app);
-    if (a)
-        coord_vec_remove(&a->sandboxes, sb->rec.id);
-    coord_map_sdel(&c->sandboxes, sb->rec.id);
-    coord_sandbox_rec_release(&sb->rec);
-    cairn_free(sb);
-}
-
-static int sandbox_remember(struct coord *c, struct coord_sandbox *sb)
-{
-    struct coord_app *a = coord_app_find(c, sb->rec.app);
-    if (!a)
-        return cairn_err_set(CAIRN_ENOTFOUND, "unknown app '%s'", sb->rec.app);
-    CAIRN_FORWARD_IF_ERROR(coord_map_sput(&c->sandboxes, sb->rec.id, sb));
-    int rc = coord_vec_insert(&a->sandboxes, sb->rec.id, sb);
-    if (rc != CAIRN_OK)
-        coord_map_sdel(&c->sandboxes, sb->rec.id);
-    return rc;
 }
 
 /* One clone: its sandbox record (memory + c->batch) and its sandbox-restore job. */
@@ -801,7 +751,7 @@ static int create_clone(struct coord *c, const struct coord_snapshot *s, const s
     memcpy(r->id, sid, COORD_OBJ_ID_LEN);
     memcpy(r->app, s->app, strlen(s->app) + 1);
     memcpy(r->image, s->image, sizeof(r->image));
-    random_hex(r->runtime_id, COORD_RUNTIME_ID_LEN / 2);
+    coord_sandbox_new_runtime_id(r->runtime_id);
     r->state = COORD_SBX_CREATING;
     r->created_ns = r->updated_ns = now_ns(c);
     r->enable_snapshot = true;
@@ -836,7 +786,7 @@ static int create_clone(struct coord *c, const struct coord_snapshot *s, const s
     if (rc == CAIRN_OK)
         rc = coord_meta_batch_sandbox(c->batch, r);
     if (rc == CAIRN_OK)
-        rc = sandbox_remember(c, sb);
+        rc = coord_sandbox_add(c, sb);
     if (rc != CAIRN_OK) {
         coord_batch_reset(c);
         goto out;
@@ -849,7 +799,7 @@ static int create_clone(struct coord *c, const struct coord_snapshot *s, const s
     if (rc != CAIRN_OK) {
         struct coord_sandbox *still = coord_sandbox_get(c, sid);
         if (still)
-            sandbox_forget(c, still);
+            coord_sandbox_drop(c, still);
     }
 out:
     if (sb) {
@@ -879,19 +829,15 @@ void coord_sandbox_on_restore(struct coord *c, struct cairn_msg **mp)
         pin = NULL;
     cairn_msg_opt_u64(m, "wait_ms", 0, &wait_ms);
     cairn_msg_opt_u64(m, "count", 1, &count);
-    char gid[COORD_JOB_ID_LEN + 1];
-    int rc = app && req_id ? coord_meta_get_req(c->kv, app, req_id, gid)
-                           : cairn_err_set(CAIRN_EINVAL, "sandbox.restore needs a req_id");
-    if (rc == CAIRN_OK) {
-        coord_job_answer(c, mp, gid, COORD_KIND_RESTORE_S, wait_ms);
+    if (!app || !req_id) {
+        coord_reply_error(c, c->csock, m, CAIRN_EINVAL, "sandbox.restore needs a req_id");
         goto out;
     }
-    if (rc != CAIRN_ENOTFOUND) {
-        coord_reply_error(c, c->csock, m, rc, "%s", cairn_err_msg());
+    if (coord_req_answered(c, mp, app, req_id, COORD_KIND_RESTORE_S, wait_ms))
         goto out;
-    }
     struct coord_snapshot *s = NULL;
-    if ((rc = snap_visible(c, app, id, &s)) != CAIRN_OK) { /* X1: expiry first */
+    int rc = snap_visible(c, app, id, &s);
+    if (rc != CAIRN_OK) { /* X1: expiry first */
         coord_reply_error(c, c->csock, m, rc, "%s", cairn_err_msg());
         goto out;
     }
@@ -905,7 +851,7 @@ void coord_sandbox_on_restore(struct coord *c, struct cairn_msg **mp)
         coord_reply_error(c, c->csock, m, CAIRN_ECORRUPT, "the record of snapshot %s has no usable trees", s->id);
         goto out;
     }
-    struct coord_image *chain[CHAIN_MAX];
+    struct coord_image *chain[COORD_CHAIN_MAX];
     size_t nchain = 0;
     if (root_chain(c, s, chain, &nchain) != CAIRN_OK) {
         coord_reply_error(c, c->csock, m, CAIRN_ENOTFOUND, "%s", cairn_err_msg());
@@ -977,6 +923,7 @@ void coord_sandbox_on_restore(struct coord *c, struct cairn_msg **mp)
         placed[k] = cand[best];
     }
     /* the group job first: a crash between the jobs leaves a group whose missing clones count as failed */
+    char gid[COORD_JOB_ID_LEN + 1];
     coord_job_new_id(c, gid);
     struct cairn_mval *p = cairn_msg_set_map(gm, "params");
     cairn_mval_put_str(gm, p, "snapshot", s->id);
@@ -1207,51 +1154,38 @@ static void snapshot_put(struct cairn_msg *r, struct cairn_mval *e, const struct
 
 void coord_snapshot_on_ls(struct coord *c, const struct cairn_msg *m)
 {
-    const char *after = NULL, *app = cairn_msg_app(m);
-    uint64_t limit = LIST_DEFAULT;
-    cairn_msg_opt_u64(m, "limit", LIST_DEFAULT, &limit);
-    if (cairn_msg_get_str(m, "after", &after, NULL) != CAIRN_OK)
-        after = NULL;
-    if (limit < 1 || limit > LIST_MAX)
-        limit = LIST_DEFAULT;
-    struct cairn_msg *r = cairn_msg_reply(m, CAIRN_OK, NULL);
-    if (!r || !app) {
-        cairn_msg_destroy(&r);
-        coord_reply_error(c, c->csock, m, CAIRN_ENOMEM, "out of memory listing snapshots");
+    const char *app = cairn_msg_app(m);
+    struct coord_page pg;
+    if (!coord_page_start(c, m, "snapshots", app != NULL, &pg))
         return;
-    }
-    struct cairn_mval *arr = cairn_msg_set_array(r, "snapshots");
-    const struct coord_snapshot *last = NULL;
-    uint64_t n = 0;
-    for (size_t i = coord_vec_after(&c->snapshot_ids, after); i < c->snapshot_ids.n; i++) {
+    for (size_t i = coord_vec_after(&c->snapshot_ids, pg.after); i < c->snapshot_ids.n; i++) {
         const struct coord_snapshot *s = c->snapshot_ids.v[i].val;
         if (strcmp(s->app, app) != 0 || s->state != COORD_SNAP_READY || snap_expired(c, s))
             continue;
-        if (n == limit) {
-            cairn_msg_set_str(r, "next", last->id);
+        struct cairn_mval *e = coord_page_add(&pg, s->id);
+        if (!e)
             break;
-        }
-        snapshot_put(r, cairn_mval_push_map(r, arr), s);
-        last = s;
-        n++;
+        snapshot_put(pg.r, e, s);
     }
-    if (cairn_msg_build_error(r) != CAIRN_OK) {
-        cairn_msg_destroy(&r);
-        coord_reply_error(c, c->csock, m, CAIRN_ENOMEM, "list snapshots: %s", cairn_err_msg());
-        return;
-    }
-    coord_send(c, c->csock, &r);
+    coord_page_send(c, m, &pg);
 }
 
-void coord_snapshot_on_show(struct coord *c, const struct cairn_msg *m)
+/* The snapshot a request names ("snapshot"), visible to its app; NULL when answered ENOTFOUND. */
+static struct coord_snapshot *snap_requested(struct coord *c, const struct cairn_msg *m)
 {
     const char *id = "";
     cairn_msg_get_str(m, "snapshot", &id, NULL);
     struct coord_snapshot *s = NULL;
-    if (snap_visible(c, cairn_msg_app(m), id, &s) != CAIRN_OK) {
+    if (snap_visible(c, cairn_msg_app(m), id, &s) != CAIRN_OK)
         coord_reply_error(c, c->csock, m, CAIRN_ENOTFOUND, "%s", cairn_err_msg());
+    return s;
+}
+
+void coord_snapshot_on_show(struct coord *c, const struct cairn_msg *m)
+{
+    struct coord_snapshot *s = snap_requested(c, m);
+    if (!s)
         return;
-    }
     struct cairn_msg *r = cairn_msg_reply(m, CAIRN_OK, NULL);
     if (r)
         snapshot_put(r, cairn_msg_set_map(r, "snapshot"), s);
@@ -1260,13 +1194,9 @@ void coord_snapshot_on_show(struct coord *c, const struct cairn_msg *m)
 
 void coord_snapshot_on_rm(struct coord *c, const struct cairn_msg *m)
 {
-    const char *id = "";
-    cairn_msg_get_str(m, "snapshot", &id, NULL);
-    struct coord_snapshot *s = NULL;
-    if (snap_visible(c, cairn_msg_app(m), id, &s) != CAIRN_OK) {
-        coord_reply_error(c, c->csock, m, CAIRN_ENOTFOUND, "%s", cairn_err_msg());
+    struct coord_snapshot *s = snap_requested(c, m);
+    if (!s)
         return;
-    }
     struct coord_snapshot next = *s;
     next.state = COORD_SNAP_EXPIRED;
     next.removed = true;
@@ -1348,41 +1278,26 @@ bool coord_snapshots_use_image(struct coord *c, const char *image_id)
 
 /* ---- start-up and teardown ---------------------------------------------------------------------------- */
 
+static int load_snapshot(struct coord *c, const char *key, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl,
+                         void *arg)
+{
+    CAIRN_UNUSED(arg);
+    struct coord_snapshot *s = cairn_calloc(1, sizeof(*s));
+    if (!s)
+        return cairn_err_set(CAIRN_ENOMEM, "out of memory loading snapshots");
+    int rc = coord_snapshot_decode(v, vl, key, s);
+    if (rc == CAIRN_OK)
+        rc = coord_load_key_check(key, k, kl, "id", s->id);
+    if (rc == CAIRN_OK)
+        rc = snap_add(c, s);
+    if (rc != CAIRN_OK)
+        snap_free(s);
+    return rc;
+}
+
 int coord_snapshots_load(struct coord *c)
 {
-    struct cairn_kv_iter *it = NULL;
-    int rc = cairn_kv_iter_new(c->kv, "x/", 2, &it);
-    while (rc == CAIRN_OK) {
-        const uint8_t *k, *v;
-        size_t kl, vl;
-        bool done = false;
-        rc = cairn_kv_iter_next(it, &k, &kl, &v, &vl, &done);
-        if (rc != CAIRN_OK || done)
-            break;
-        char key[COORD_KEY_MAX + 16];
-        coord_key_printable(key, sizeof(key), k, kl);
-        struct coord_snapshot *s = cairn_calloc(1, sizeof(*s));
-        if (!s) {
-            rc = cairn_err_set(CAIRN_ENOMEM, "out of memory loading snapshots");
-            break;
-        }
-        int drc = coord_snapshot_decode(v, vl, key, s);
-        if (drc == CAIRN_OK && (kl != 2 + strlen(s->id) || memcmp(k + 2, s->id, kl - 2) != 0))
-            drc = cairn_err_set(CAIRN_ECORRUPT, "metadata record '%s' is corrupt: its id is '%s'", key, s->id);
-        if (drc == CAIRN_OK)
-            drc = snap_add(c, s);
-        if (drc == CAIRN_ENOMEM) {
-            snap_free(s);
-            rc = drc;
-            break;
-        }
-        if (drc != CAIRN_OK) {
-            cairn_error("skipping snapshot record: %s", cairn_err_msg());
-            snap_free(s);
-        }
-    }
-    cairn_kv_iter_destroy(&it);
-    return rc;
+    return coord_load_records(c, "x/", "skipping snapshot record", load_snapshot, NULL);
 }
 
 void coord_snapshots_reconcile(struct coord *c)
