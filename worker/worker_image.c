@@ -14,9 +14,13 @@
  *   copies), every chunk of it is replicated (cairn_wk__replicate_tree) and the result is the layer
  *   reference plus files, size (logical bytes) and stored (bytes written for new chunks, manifest included).
  *
- * Replication of a tree: the unique chunk ids of the tree (manifest and data chunks) are pushed to their
+ * Replication runs (cairn_wk__repl_run_*, shared by every job that stores trees; see "replication runs"
+ *   below): the union of the chunk ids of one or more trees (manifest and data chunks) is pushed to their
  *   placement sets exactly as ingest pushes its chunks (worker_jobs.c), R and the membership being those
- *   current when the replication starts. A peer that already holds a chunk answers at the cost of a lookup.
+ *   current when the run starts, optionally streaming the data chunks while the capture runs
+ *   (snapshot-dir, sandbox-snapshot). A peer that already holds a chunk answers at the cost of a lookup.
+ *   image-import and snapshot-fs replicate after the capture (cairn_wk__replicate_tree): the archive
+ *   import does not report stored chunks, and snapshot-fs captures with the sandbox paused.
  *
  * Layer builds (the layer cache's build function): the manifest chunks this worker lacks are fetched
  *   first (the manifest lists the data chunks), then the data chunks it lacks, then the tree is
@@ -37,6 +41,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -166,117 +171,475 @@ static void idset_release(struct idset *s)
     s->n = s->cap = 0;
 }
 
-/* ---- replication of a tree ---- */
+/* ---- replication runs (snapshot-dir, snapshot-fs, image-import, sandbox-snapshot) ---- */
 
-struct rep {
-    struct jt *t;
-    const struct job *jb;
-    const char *stage;
-    uint64_t done, total;
-    uint64_t last_progress, last_members;
+/*
+ * One replication run over the union of the chunk ids of one or more trees, in two phases that share one
+ * cairn_wk_repl run, one membership (the one current when the run starts) and one set of ids already
+ * pushed:
+ *  - streaming, during the captures (optional): a thread of its own (stream_main) owns t->repl and pushes
+ *    each data chunk as soon as the capture reports it stored (cairn_tree_opts.chunk_stored), so the
+ *    network and the peers work while the capture goes on. It never calls anything that uses the job
+ *    thread's other sockets (no progress messages); the repl's sockets pass to it and back with
+ *    pthread_create/join.
+ *  - the final pass, on the job thread after the refs were sent: the union of every tree's chunks
+ *    (manifest chunks included) minus what was pushed already, then every acknowledgement is awaited.
+ * Streaming is only a head start: anything it missed (it failed to queue an id, stopped part-way, or did
+ * not run at all) is pushed by the final pass, which then starts a fresh run with the membership of now;
+ * the job succeeds only when every chunk was acknowledged by its peers. Local copies outside this worker's
+ * placement set are deleted only at the very end, once every push of the run was acknowledged and the
+ * store synced: deleting earlier would let a later tree's capture find a shared chunk gone (and store it
+ * again), and the refs (sent between the phases) read the manifests from the local store. Tree by tree
+ * replication would fail on a chunk two trees share for the same reason, hence the union.
+ */
+#define REP_WAIT_MS 10
+
+/* A set of chunk ids (open addressing; ids are keyed hashes, so their first bytes are a fine hash). */
+struct idhash {
+    uint8_t (*v)[CAIRN_CHUNK_ID_BYTES];
+    uint8_t *used;
+    size_t n, cap; /* cap: 0 or a power of two */
 };
 
-static void rep_done(void *arg, const uint8_t *domain_id, const uint8_t *id, size_t len, bool delete_local)
+static size_t idhash_slot(const struct idhash *s, const uint8_t *id)
 {
-    struct rep *rp = arg;
-    if (!delete_local)
-        return;
-    const struct cairn_wk_jobs_env *e = cairn_wk__env(rp->t);
-    if (cairn_store_delete_chunk(e->store, domain_id, id) == CAIRN_OK)
-        cairn_wk_stats_removed(e->stats, len);
-    else
-        cairn_warn("%s: local copy of a replicated chunk not deleted: %s", rp->jb->kind, cairn_err_msg());
+    uint64_t h;
+    memcpy(&h, id, sizeof(h));
+    size_t i = (size_t)h & (s->cap - 1);
+    while (s->used[i] && memcmp(s->v[i], id, CAIRN_CHUNK_ID_BYTES) != 0)
+        i = (i + 1) & (s->cap - 1);
+    return i;
 }
 
-static int rep_tick(struct rep *rp)
+static bool idhash_has(const struct idhash *s, const uint8_t *id)
 {
-    CAIRN_FORWARD_IF_ERROR(cairn_wk__job_check(rp->t, rp->jb));
+    return s->cap && s->used[idhash_slot(s, id)];
+}
+
+/* Adds id; *added false when it was there already. */
+static int idhash_add(struct idhash *s, const uint8_t *id, bool *added)
+{
+    *added = false;
+    if ((s->n + 1) * 2 > s->cap) {
+        struct idhash g = {.cap = s->cap ? 2 * s->cap : 1024};
+        g.v = cairn_malloc(g.cap * sizeof(*g.v));
+        g.used = cairn_calloc(g.cap, 1);
+        if (!g.v || !g.used) {
+            cairn_free(g.v);
+            cairn_free(g.used);
+            return cairn_err_set(CAIRN_ENOMEM, "out of memory for the set of replicated chunks");
+        }
+        for (size_t i = 0; i < s->cap; i++)
+            if (s->used[i]) {
+                size_t j = idhash_slot(&g, s->v[i]);
+                memcpy(g.v[j], s->v[i], CAIRN_CHUNK_ID_BYTES);
+                g.used[j] = 1;
+            }
+        g.n = s->n;
+        cairn_free(s->v);
+        cairn_free(s->used);
+        *s = g;
+    }
+    size_t i = idhash_slot(s, id);
+    if (s->used[i])
+        return CAIRN_OK;
+    memcpy(s->v[i], id, CAIRN_CHUNK_ID_BYTES);
+    s->used[i] = 1;
+    s->n++;
+    *added = true;
+    return CAIRN_OK;
+}
+
+static void idhash_release(struct idhash *s)
+{
+    cairn_free(s->v);
+    cairn_free(s->used);
+    memset(s, 0, sizeof(*s));
+}
+
+struct del {
+    uint8_t id[CAIRN_CHUNK_ID_BYTES];
+    size_t len;
+};
+
+struct rrun {
+    struct jt *t;
+    const struct job *jb;
+    const char *stage;           /* of the progress messages */
+    const uint8_t *dom;
+    struct cairn_wk_members *ms; /* the membership of the whole run */
+    unsigned r;
+    bool started;                /* cairn_wk_repl_begin was called */
+    struct idhash pushed;        /* ids handled (pushed, or placed on this worker only) */
+    struct del *dels;            /* acknowledged chunks whose local copy goes at the end */
+    size_t ndels, dels_cap;
+    int del_rc;                  /* ENOMEM recording one: the copies stay (the job still succeeds) */
+    uint64_t done, total, last_progress, last_members;
+    bool job_thread;             /* progress messages allowed (the job thread's own socket) */
+    atomic_bool *stop;           /* set: give up (ECANCELED) at the next tick; may be NULL */
+};
+
+static void rrun_done(void *arg, const uint8_t *domain_id, const uint8_t *id, size_t len, bool delete_local)
+{
+    struct rrun *rr = arg;
+    (void)domain_id;
+    if (!delete_local)
+        return;
+    if (cairn_array_grow((void **)&rr->dels, &rr->dels_cap, rr->ndels + 1, sizeof(*rr->dels)) != CAIRN_OK) {
+        rr->del_rc = CAIRN_ENOMEM;
+        return;
+    }
+    memcpy(rr->dels[rr->ndels].id, id, CAIRN_CHUNK_ID_BYTES);
+    rr->dels[rr->ndels++].len = len;
+}
+
+/* Start the run: membership, R, the repl client. Fails (EUNAVAILABLE) with fewer live workers than R. */
+static int rrun_start(struct rrun *rr, struct jt *t, const struct job *jb, const struct cairn_domain *d,
+                      const char *stage)
+{
+    const struct cairn_wk_jobs_env *e = cairn_wk__env(t);
+    memset(rr, 0, sizeof(*rr));
+    rr->t = t;
+    rr->jb = jb;
+    rr->stage = stage;
+    rr->dom = cairn_domain_id(d);
+    rr->last_progress = rr->last_members = cairn_now_mono_ns();
+    rr->r = cairn_wk_view_replicas(e->view);
+    rr->ms = cairn_wk_view_get(e->view);
+    if (!rr->ms || rr->ms->nlive < rr->r)
+        return cairn_err_set(CAIRN_EUNAVAILABLE, "%s needs %u live workers for %u replicas; %s has %zu", jb->kind,
+                             rr->r, rr->r, rr->ms ? "the membership" : "no membership received yet:",
+                             rr->ms ? rr->ms->nlive : 0);
+    CAIRN_FORWARD_IF_ERROR(cairn_wk__repl(t));
+    cairn_wk_repl_begin(t->repl, rrun_done, rr);
+    rr->started = true;
+    return cairn_wk_repl_check_members(t->repl, rr->ms);
+}
+
+static int rrun_tick(struct rrun *rr)
+{
+    if (rr->stop && atomic_load(rr->stop))
+        return cairn_err_set(CAIRN_ECANCELED, "%s: replication stopped", rr->jb->kind);
+    CAIRN_FORWARD_IF_ERROR(cairn_wk__job_check(rr->t, rr->jb));
     uint64_t now = cairn_now_mono_ns();
-    if (now - rp->last_members >= MEMBERS_CHECK_NS) {
-        rp->last_members = now;
-        struct cairn_wk_members *latest = cairn_wk_view_get(cairn_wk__env(rp->t)->view);
-        int rc = latest ? cairn_wk_repl_check_members(rp->t->repl, latest) : CAIRN_OK;
+    if (now - rr->last_members >= MEMBERS_CHECK_NS) {
+        rr->last_members = now;
+        struct cairn_wk_members *latest = cairn_wk_view_get(cairn_wk__env(rr->t)->view);
+        int rc = latest ? cairn_wk_repl_check_members(rr->t->repl, latest) : CAIRN_OK;
         cairn_wk_members_unref(&latest);
         CAIRN_FORWARD_IF_ERROR(rc);
     }
-    if (now - rp->last_progress >= PROGRESS_NS) {
-        rp->last_progress = now;
-        cairn_wk__progress(rp->t, rp->jb, rp->done, rp->total, rp->stage);
+    if (rr->job_thread && now - rr->last_progress >= PROGRESS_NS) {
+        rr->last_progress = now;
+        cairn_wk__progress(rr->t, rr->jb, rr->done, rr->total, rr->stage);
     }
     return CAIRN_OK;
+}
+
+/* Push one chunk to the peers of its placement set (once per run), then keep the pending bytes bounded. */
+static int rrun_push(struct rrun *rr, const uint8_t id[CAIRN_CHUNK_ID_BYTES])
+{
+    const struct cairn_wk_jobs_env *e = cairn_wk__env(rr->t);
+    bool added = false;
+    CAIRN_FORWARD_IF_ERROR(idhash_add(&rr->pushed, id, &added));
+    if (!added)
+        return CAIRN_OK;
+    const struct cairn_wk_member *set[64], *peers[64];
+    size_t k = cairn_wk_members_place(rr->ms, rr->r, rr->dom, id, set), np = 0;
+    bool mine = false;
+    for (size_t s = 0; s < k; s++) {
+        if (!strcmp(set[s]->id, e->worker_id))
+            mine = true;
+        else
+            peers[np++] = set[s];
+    }
+    if (np == 0)
+        return CAIRN_OK;
+    uint8_t key[CAIRN_STORE_CHUNK_KEY_BYTES], *val = NULL;
+    size_t vlen = 0;
+    cairn_store_chunk_key(key, rr->dom, id);
+    int rc = cairn_kv_get(cairn_store_kv(e->store), key, sizeof(key), &val, &vlen);
+    if (rc == CAIRN_ENOTFOUND) {
+        char hex[2 * CAIRN_CHUNK_ID_BYTES + 1];
+        cairn_hex_encode(hex, id, CAIRN_CHUNK_ID_BYTES);
+        return cairn_err_set(CAIRN_ENOTFOUND, "%s: chunk %s left the local store before it was replicated "
+                             "(another job moved it to its placement set); retry", rr->jb->kind, hex);
+    }
+    CAIRN_FORWARD_IF_ERROR(rc);
+    CAIRN_FORWARD_IF_ERROR(cairn_wk_repl_push(rr->t->repl, peers, np, rr->dom, id, val, vlen, cairn_kv_free, !mine));
+    rc = cairn_wk_repl_pump(rr->t->repl, 0);
+    while (rc == CAIRN_OK && cairn_wk_repl_pending_bytes(rr->t->repl) > PENDING_BYTES) {
+        rc = rrun_tick(rr);
+        if (rc == CAIRN_OK)
+            rc = cairn_wk_repl_pump(rr->t->repl, 100);
+    }
+    return rc;
+}
+
+/* End of the run (job thread): the union of the trees' chunks not pushed yet, every ack, sync, deletes. */
+static int rrun_finish(struct rrun *rr, const struct cairn_domain *d, const struct cairn_tree_ref *const *refs,
+                       size_t nrefs)
+{
+    const struct cairn_wk_jobs_env *e = cairn_wk__env(rr->t);
+    struct idset ids = {0};
+    int rc = CAIRN_OK;
+    rr->job_thread = true;
+    for (size_t i = 0; i < nrefs && rc == CAIRN_OK; i++)
+        rc = cairn_tree_chunks(e->store, d, refs[i], idset_add, &ids);
+    rr->total = ids.n; /* with repeats: progress only */
+    for (size_t i = 0; i < ids.n && rc == CAIRN_OK; i++, rr->done++) {
+        if (idhash_has(&rr->pushed, ids.v[i]))
+            continue;
+        rc = rrun_push(rr, ids.v[i]);
+        if (rc == CAIRN_OK)
+            rc = rrun_tick(rr);
+    }
+    while (rc == CAIRN_OK && cairn_wk_repl_pending(rr->t->repl) > 0) {
+        rc = rrun_tick(rr);
+        if (rc == CAIRN_OK)
+            rc = cairn_wk_repl_pump(rr->t->repl, 100);
+    }
+    if (rc == CAIRN_OK)
+        rc = cairn_store_sync(e->store);
+    /* every chunk now has its R durable replicas: the copies outside our placement set can go */
+    for (size_t i = 0; i < rr->ndels && rc == CAIRN_OK; i++) {
+        if (cairn_store_delete_chunk(e->store, rr->dom, rr->dels[i].id) == CAIRN_OK)
+            cairn_wk_stats_removed(e->stats, rr->dels[i].len);
+        else
+            cairn_warn("%s: local copy of a replicated chunk not deleted: %s", rr->jb->kind, cairn_err_msg());
+    }
+    if (rc == CAIRN_OK && rr->del_rc != CAIRN_OK)
+        cairn_warn("%s: out of memory listing local copies to delete: some stay", rr->jb->kind);
+    if (rc == CAIRN_OK)
+        cairn_err_clear(); /* a failed delete's message is not the job's */
+    idset_release(&ids);
+    return rc;
+}
+
+static void rrun_release(struct rrun *rr)
+{
+    if (rr->started && rr->t->repl)
+        cairn_wk_repl_begin(rr->t->repl, NULL, NULL); /* drop what is still pending (after a failure) */
+    rr->started = false;
+    cairn_wk_members_unref(&rr->ms);
+    idhash_release(&rr->pushed);
+    cairn_free(rr->dels);
+    rr->dels = NULL;
+    rr->ndels = rr->dels_cap = 0;
+}
+
+/* The streaming phase: ids come from the capture's worker threads (stream_stored), a thread pushes them. */
+struct stream {
+    struct rrun *rr;
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct idset q;      /* mu: reported, not yet taken */
+    bool closing;        /* mu: the captures are over */
+    atomic_bool abandon; /* the job failed: stop at once (rr->stop points here while the thread runs) */
+    int rc;              /* the thread's outcome (read after the join) */
+    char msg[768];
+};
+
+static void stream_stored(void *arg, const uint8_t id[CAIRN_CHUNK_ID_BYTES])
+{
+    struct stream *s = arg;
+    pthread_mutex_lock(&s->mu);
+    /* out of memory: dropped here, the final pass pushes it */
+    if (!s->closing && cairn_array_grow((void **)&s->q.v, &s->q.cap, s->q.n + 1, sizeof(*s->q.v)) == CAIRN_OK) {
+        memcpy(s->q.v[s->q.n++], id, CAIRN_CHUNK_ID_BYTES);
+        if (s->q.n == 1)
+            pthread_cond_signal(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void *stream_main(void *arg)
+{
+    struct stream *s = arg;
+    struct idset batch = {0};
+    int rc = CAIRN_OK;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        if (s->q.n == 0 && !s->closing && cairn_wk_repl_pending(s->rr->t->repl) == 0) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 50000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+        }
+        struct idset tmp = s->q;
+        s->q = batch; /* swap: the producers append to our emptied array */
+        s->q.n = 0;
+        batch = tmp;
+        bool closing = s->closing;
+        pthread_mutex_unlock(&s->mu);
+        for (size_t i = 0; i < batch.n && rc == CAIRN_OK; i++)
+            rc = atomic_load(&s->abandon) ? rrun_tick(s->rr) : rrun_push(s->rr, batch.v[i]);
+        if (rc == CAIRN_OK)
+            rc = rrun_tick(s->rr);
+        if (rc != CAIRN_OK || (closing && batch.n == 0))
+            break;
+        if (batch.n == 0) /* nothing new: serve the acknowledgements and credits */
+            rc = cairn_wk_repl_pump(s->rr->t->repl, REP_WAIT_MS);
+        batch.n = 0;
+        if (rc != CAIRN_OK)
+            break;
+    }
+    s->rc = rc;
+    if (rc != CAIRN_OK)
+        snprintf(s->msg, sizeof(s->msg), "%s", cairn_err_msg());
+    pthread_mutex_lock(&s->mu);
+    s->closing = true; /* reports from here on are dropped: the final pass has them */
+    pthread_mutex_unlock(&s->mu);
+    cairn_free(batch.v);
+    return NULL;
+}
+
+/* Start streaming (false: it could not start; the final pass then does all the work). */
+static bool stream_start(struct stream *s, struct rrun *rr)
+{
+    memset(s, 0, sizeof(*s));
+    s->rr = rr;
+    atomic_init(&s->abandon, false);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    rr->stop = &s->abandon;
+    if (pthread_create(&s->th, NULL, stream_main, s) != 0) {
+        rr->stop = NULL;
+        pthread_cond_destroy(&s->cv);
+        pthread_mutex_destroy(&s->mu);
+        return false;
+    }
+    return true;
+}
+
+/*
+ * Tell the thread the captures are over (abandon: the job failed, push nothing more), wait for it; its error
+ * (with its message) or CAIRN_OK.
+ */
+static int stream_stop(struct stream *s, bool abandon)
+{
+    if (abandon)
+        atomic_store(&s->abandon, true);
+    pthread_mutex_lock(&s->mu);
+    s->closing = true;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->th, NULL);
+    s->rr->stop = NULL;
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->mu);
+    cairn_free(s->q.v);
+    s->q.v = NULL;
+    return s->rc == CAIRN_OK ? CAIRN_OK : cairn_err_set(s->rc, "%s", s->msg);
+}
+
+struct wk_repl_run {
+    struct jt *t;
+    const struct job *jb;
+    const struct cairn_domain *d;
+    const char *stage;
+    struct rrun rr;
+    int start_rc;   /* not CAIRN_OK: rr is unusable (it did not start, or streaming stopped part-way) */
+    bool streaming; /* st's thread runs */
+    struct stream st;
+};
+
+int cairn_wk__repl_run_begin(struct jt *t, const struct job *jb, const struct cairn_domain *d, bool stream,
+                             const char *stage, struct wk_repl_run **out)
+{
+    *out = NULL;
+    struct wk_repl_run *run = cairn_calloc(1, sizeof(*run));
+    if (!run)
+        return cairn_err_set(CAIRN_ENOMEM, "%s: out of memory for a replication run", jb->kind);
+    run->t = t;
+    run->jb = jb;
+    run->d = d;
+    run->stage = stage;
+    /* a run that cannot start (e.g. too few live workers) is started again by the finish, which then fails
+       there, after the refs, as a capture-first job does */
+    run->start_rc = rrun_start(&run->rr, t, jb, d, stage);
+    if (run->start_rc == CAIRN_OK && stream)
+        run->streaming = stream_start(&run->st, &run->rr);
+    cairn_err_clear();
+    *out = run;
+    return CAIRN_OK;
+}
+
+void cairn_wk__repl_run_hook(struct wk_repl_run *run, struct cairn_tree_opts *o)
+{
+    if (!run || !run->streaming)
+        return;
+    o->chunk_stored = stream_stored;
+    o->chunk_stored_arg = &run->st;
+}
+
+void cairn_wk__repl_run_stop(struct wk_repl_run *run, int job_rc)
+{
+    if (!run || !run->streaming)
+        return;
+    char keep[1024]; /* the job's error, kept across the join */
+    int keep_code = cairn_err_code();
+    snprintf(keep, sizeof(keep), "%s", cairn_err_msg());
+    int src = stream_stop(&run->st, job_rc != CAIRN_OK);
+    run->streaming = false;
+    if (src != CAIRN_OK && job_rc == CAIRN_OK) {
+        /* e.g. a peer died during the capture: every chunk is still local (no copy is deleted before the
+           end), so the finish starts a fresh run with the membership of now */
+        cairn_info("%s: replication during the capture stopped (%s); starting it over", run->jb->kind,
+                   cairn_err_msg());
+        run->start_rc = src;
+    }
+    if (keep_code != CAIRN_OK)
+        cairn_err_set(keep_code, "%s", keep);
+    else
+        cairn_err_clear();
+}
+
+int cairn_wk__repl_run_finish(struct wk_repl_run *run, const struct cairn_tree_ref *const *refs, size_t nrefs)
+{
+    cairn_wk__repl_run_stop(run, CAIRN_OK);
+    if (run->start_rc != CAIRN_OK) {
+        rrun_release(&run->rr);
+        run->start_rc = rrun_start(&run->rr, run->t, run->jb, run->d, run->stage);
+        CAIRN_FORWARD_IF_ERROR(run->start_rc);
+    }
+    return rrun_finish(&run->rr, run->d, refs, nrefs);
+}
+
+void cairn_wk__repl_run_destroy(struct wk_repl_run **runp)
+{
+    struct wk_repl_run *run = *runp;
+    if (!run)
+        return;
+    if (run->streaming) { /* a failed job: stop at once */
+        char keep[1024];
+        int keep_code = cairn_err_code();
+        snprintf(keep, sizeof(keep), "%s", cairn_err_msg());
+        stream_stop(&run->st, true);
+        run->streaming = false;
+        if (keep_code != CAIRN_OK)
+            cairn_err_set(keep_code, "%s", keep);
+        else
+            cairn_err_clear();
+    }
+    rrun_release(&run->rr);
+    cairn_free(run);
+    *runp = NULL;
 }
 
 int cairn_wk__replicate_tree(struct jt *t, const struct job *jb, const struct cairn_domain *d,
                              const struct cairn_tree_ref *ref, const char *stage)
 {
-    const struct cairn_wk_jobs_env *e = cairn_wk__env(t);
-    const uint8_t *dom = cairn_domain_id(d);
-    struct idset ids = {0};
-    struct rep rp = {.t = t, .jb = jb, .stage = stage};
-    rp.last_progress = rp.last_members = cairn_now_mono_ns();
-    unsigned r = cairn_wk_view_replicas(e->view);
-    struct cairn_wk_members *ms = cairn_wk_view_get(e->view);
-    int rc = CAIRN_OK;
-    if (!ms || ms->nlive < r) {
-        rc = cairn_err_set(CAIRN_EUNAVAILABLE, "%s needs %u live workers for %u replicas; %s has %zu", jb->kind, r,
-                           r, ms ? "the membership" : "no membership received yet:", ms ? ms->nlive : 0);
-        goto out;
-    }
-    if ((rc = cairn_wk__repl(t)) != CAIRN_OK)
-        goto out;
-    rc = cairn_tree_chunks(e->store, d, ref, idset_add, &ids);
-    if (rc != CAIRN_OK)
-        goto out;
-    idset_unique(&ids);
-    rp.total = ids.n;
-    cairn_wk_repl_begin(t->repl, rep_done, &rp);
-    cairn_wk_repl_check_members(t->repl, ms);
-    for (size_t i = 0; i < ids.n && rc == CAIRN_OK; i++, rp.done++) {
-        const struct cairn_wk_member *set[64], *peers[64];
-        size_t k = cairn_wk_members_place(ms, r, dom, ids.v[i], set), np = 0;
-        bool mine = false;
-        for (size_t s = 0; s < k; s++) {
-            if (!strcmp(set[s]->id, e->worker_id))
-                mine = true;
-            else
-                peers[np++] = set[s];
-        }
-        if (np > 0) {
-            uint8_t key[CAIRN_STORE_CHUNK_KEY_BYTES], *val = NULL;
-            size_t vlen = 0;
-            cairn_store_chunk_key(key, dom, ids.v[i]);
-            rc = cairn_kv_get(cairn_store_kv(e->store), key, sizeof(key), &val, &vlen);
-            if (rc == CAIRN_ENOTFOUND) {
-                char hex[2 * CAIRN_CHUNK_ID_BYTES + 1];
-                cairn_hex_encode(hex, ids.v[i], CAIRN_CHUNK_ID_BYTES);
-                rc = cairn_err_set(CAIRN_ENOTFOUND, "%s: chunk %s of the tree left the local store before it was "
-                                   "replicated (another job moved it to its placement set); retry", jb->kind, hex);
-            }
-            if (rc == CAIRN_OK)
-                rc = cairn_wk_repl_push(t->repl, peers, np, dom, ids.v[i], val, vlen, cairn_kv_free, !mine);
-            if (rc == CAIRN_OK)
-                rc = cairn_wk_repl_pump(t->repl, 0);
-            while (rc == CAIRN_OK && cairn_wk_repl_pending_bytes(t->repl) > PENDING_BYTES) {
-                rc = rep_tick(&rp);
-                if (rc == CAIRN_OK)
-                    rc = cairn_wk_repl_pump(t->repl, 100);
-            }
-        }
-        if (rc == CAIRN_OK)
-            rc = rep_tick(&rp);
-    }
-    while (rc == CAIRN_OK && cairn_wk_repl_pending(t->repl) > 0) {
-        rc = rep_tick(&rp);
-        if (rc == CAIRN_OK)
-            rc = cairn_wk_repl_pump(t->repl, 100);
-    }
-    if (rc == CAIRN_OK)
-        rc = cairn_store_sync(e->store);
-out:
-    if (t->repl)
-        cairn_wk_repl_begin(t->repl, NULL, NULL); /* drop what is still pending (after a failure) */
-    cairn_wk_members_unref(&ms);
-    idset_release(&ids);
+    struct wk_repl_run *run = NULL;
+    CAIRN_FORWARD_IF_ERROR(cairn_wk__repl_run_begin(t, jb, d, false, stage, &run));
+    const struct cairn_tree_ref *refs[1] = {ref};
+    int rc = cairn_wk__repl_run_finish(run, refs, 1);
+    cairn_wk__repl_run_destroy(&run);
     return rc;
 }
 

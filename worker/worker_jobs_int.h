@@ -130,10 +130,34 @@ int cairn_wk__layer_ref_parse(const struct cairn_mval *v, const char *what, stru
 /* Put a tree's manifest into result map r as "manifest_len" + "manifest" (36 bytes per chunk). */
 int cairn_wk__layer_ref_put(struct cairn_msg *res, struct cairn_mval *r, const struct cairn_tree_ref *ref);
 /*
- * Replicate every chunk of a stored tree to its placement set (R from the view), as ingest does: the
- * local copy of a chunk whose set does not include this worker is deleted once every peer acknowledged.
- * Returns once all are acknowledged and the local store synced.
+ * A replication run (one implementation for every job that stores trees): the union of the chunks of one
+ * or more stored trees of domain d goes to their placement sets (R and the membership current when the run
+ * starts), as ingest does. With streaming, the data chunks go while the capture runs: begin before the
+ * capture, put the run's hook into the capture's tree opts, send the refs once captured, then finish; the
+ * finish pushes what is left (the manifests, and anything streaming missed: when streaming could not start
+ * or stopped part-way, the finish starts a fresh run and pushes everything) and returns once every chunk
+ * was acknowledged by its peers and the local store synced. Only then are the local copies of the chunks
+ * whose set does not include this worker deleted: the refs may be sent between begin and finish.
+ *
+ *   begin    never fails but out of memory; a run that cannot start (too few live workers) fails in the
+ *            finish instead. stream false: nothing happens before the finish (capture first).
+ *   hook     sets o->chunk_stored / chunk_stored_arg when the run streams (else leaves o alone).
+ *   stop     ends the streaming (job_rc not CAIRN_OK: the job failed, it stops at once, pushing nothing
+ *            more); the error state (code and message) of the caller is kept. NULL-safe; idempotent.
+ *   finish   stops the streaming if still running, then the final pass (job thread: progress as `stage`).
+ *   destroy  stops the streaming at once if still running (a failed job), drops what is pending, frees.
+ *            NULL-safe, nulls *run; keeps the caller's error state.
+ * The streaming thread uses only t->repl (never the job thread's other sockets): between begin and
+ * stop/finish/destroy the job thread must not use t->repl.
  */
+struct wk_repl_run;
+int cairn_wk__repl_run_begin(struct jt *t, const struct job *jb, const struct cairn_domain *d, bool stream,
+                             const char *stage, struct wk_repl_run **run);
+void cairn_wk__repl_run_hook(struct wk_repl_run *run, struct cairn_tree_opts *o);
+void cairn_wk__repl_run_stop(struct wk_repl_run *run, int job_rc);
+int cairn_wk__repl_run_finish(struct wk_repl_run *run, const struct cairn_tree_ref *const *refs, size_t nrefs);
+void cairn_wk__repl_run_destroy(struct wk_repl_run **run);
+/* One tree, capture first: begin (no streaming) + finish + destroy. */
 int cairn_wk__replicate_tree(struct jt *t, const struct job *jb, const struct cairn_domain *d,
                              const struct cairn_tree_ref *ref, const char *stage);
 /*

@@ -15,7 +15,7 @@
  *     3. terminate the sandbox (its processes are gone since the checkpoint), in a thread of its own that
  *        overlaps step 4;
  *     4. send job.refs for every tree (owner = params.snapshot), then replicate the union of their chunks
- *        to the placement sets (one run, see "replication of the snapshot's trees"). The replication
+ *        to the placement sets (one run, the shared cairn_wk__repl_run_* of worker_image.c). The replication
  *        starts with step 2: a thread pushes each data chunk to its peers as soon as the capture reports
  *        it stored (cairn_tree_opts.chunk_stored), and the final pass after the refs only adds what is
  *        left (the manifests) and waits for the acknowledgements. Local copies outside this worker's
@@ -56,14 +56,12 @@
 #include "cairn/alloc.h"
 #include "cairn/bytes.h"
 #include "cairn/err.h"
-#include "cairn/kv.h"
 #include "cairn/log.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -141,381 +139,6 @@ static void free_strs(char **v, size_t n)
     cairn_free(v);
 }
 
-/* ---- replication of the snapshot's trees ---- */
-
-/*
- * One replication run over the union of the chunk ids of all trees, in two phases that share one
- * cairn_wk_repl run, one membership (the one current when the run starts) and one set of ids already
- * pushed:
- *  - streaming, during the captures: a thread of its own (stream_main) owns t->repl and pushes each data
- *    chunk as soon as the capture reports it stored (cairn_tree_opts.chunk_stored), so the network and
- *    the peers work while the capture goes on. It never calls anything that uses the job thread's
- *    sockets (no progress messages); the repl's sockets pass to it and back with pthread_create/join.
- *  - the final pass, on the job thread after the refs were sent: the union of every tree's chunks
- *    (manifest chunks included) minus what was pushed already, then every acknowledgement is awaited.
- * Streaming is only a head start: anything it missed (it failed to queue an id, or did not run at all)
- * is pushed by the final pass, and the job succeeds only when every chunk was acknowledged by its peers.
- * Local copies outside this worker's placement set are deleted only at the very end, once every push of
- * the run was acknowledged and the store synced: deleting earlier would let a later tree's capture find
- * a shared chunk gone (and store it again), and the refs (sent between the phases) read the manifests
- * from the local store. Tree by tree replication would fail on a chunk two trees share for the same
- * reason, hence the union.
- */
-#define REP_PENDING_BYTES (96ull << 20)
-#define REP_PROGRESS_NS 500000000ull
-#define REP_MEMBERS_NS 250000000ull
-#define REP_WAIT_MS 10
-
-struct ids {
-    uint8_t (*v)[CAIRN_CHUNK_ID_BYTES];
-    size_t n, cap;
-};
-
-static int ids_add(void *arg, const uint8_t id[CAIRN_CHUNK_ID_BYTES])
-{
-    struct ids *s = arg;
-    CAIRN_FORWARD_IF_ERROR(cairn_array_grow((void **)&s->v, &s->cap, s->n + 1, sizeof(*s->v)));
-    memcpy(s->v[s->n++], id, CAIRN_CHUNK_ID_BYTES);
-    return CAIRN_OK;
-}
-
-/* A set of chunk ids (open addressing; ids are keyed hashes, so their first bytes are a fine hash). */
-struct idset {
-    uint8_t (*v)[CAIRN_CHUNK_ID_BYTES];
-    uint8_t *used;
-    size_t n, cap; /* cap: 0 or a power of two */
-};
-
-static size_t idset_slot(const struct idset *s, const uint8_t *id)
-{
-    uint64_t h;
-    memcpy(&h, id, sizeof(h));
-    size_t i = (size_t)h & (s->cap - 1);
-    while (s->used[i] && memcmp(s->v[i], id, CAIRN_CHUNK_ID_BYTES) != 0)
-        i = (i + 1) & (s->cap - 1);
-    return i;
-}
-
-static bool idset_has(const struct idset *s, const uint8_t *id)
-{
-    return s->cap && s->used[idset_slot(s, id)];
-}
-
-/* Adds id; *added false when it was there already. */
-static int idset_add(struct idset *s, const uint8_t *id, bool *added)
-{
-    *added = false;
-    if ((s->n + 1) * 2 > s->cap) {
-        struct idset g = {.cap = s->cap ? 2 * s->cap : 1024};
-        g.v = cairn_malloc(g.cap * sizeof(*g.v));
-        g.used = cairn_calloc(g.cap, 1);
-        if (!g.v || !g.used) {
-            cairn_free(g.v);
-            cairn_free(g.used);
-            return cairn_err_set(CAIRN_ENOMEM, "out of memory for the set of replicated chunks");
-        }
-        for (size_t i = 0; i < s->cap; i++)
-            if (s->used[i]) {
-                size_t j = idset_slot(&g, s->v[i]);
-                memcpy(g.v[j], s->v[i], CAIRN_CHUNK_ID_BYTES);
-                g.used[j] = 1;
-            }
-        g.n = s->n;
-        cairn_free(s->v);
-        cairn_free(s->used);
-        *s = g;
-    }
-    size_t i = idset_slot(s, id);
-    if (s->used[i])
-        return CAIRN_OK;
-    memcpy(s->v[i], id, CAIRN_CHUNK_ID_BYTES);
-    s->used[i] = 1;
-    s->n++;
-    *added = true;
-    return CAIRN_OK;
-}
-
-static void idset_release(struct idset *s)
-{
-    cairn_free(s->v);
-    cairn_free(s->used);
-    memset(s, 0, sizeof(*s));
-}
-
-struct del {
-    uint8_t id[CAIRN_CHUNK_ID_BYTES];
-    size_t len;
-};
-
-struct rrun {
-    struct jt *t;
-    const struct job *jb;
-    const uint8_t *dom;
-    struct cairn_wk_members *ms; /* the membership of the whole run */
-    unsigned r;
-    bool started;                /* cairn_wk_repl_begin was called */
-    struct idset pushed;         /* ids handled (pushed, or placed on this worker only) */
-    struct del *dels;            /* acknowledged chunks whose local copy goes at the end */
-    size_t ndels, dels_cap;
-    int del_rc;                  /* ENOMEM recording one: the copies stay (the job still succeeds) */
-    uint64_t done, total, last_progress, last_members;
-    bool job_thread;             /* progress messages allowed (the job thread's own socket) */
-    atomic_bool *stop;           /* set: give up (ECANCELED) at the next tick; may be NULL */
-};
-
-static void rrun_done(void *arg, const uint8_t *domain_id, const uint8_t *id, size_t len, bool delete_local)
-{
-    struct rrun *rr = arg;
-    (void)domain_id;
-    if (!delete_local)
-        return;
-    if (cairn_array_grow((void **)&rr->dels, &rr->dels_cap, rr->ndels + 1, sizeof(*rr->dels)) != CAIRN_OK) {
-        rr->del_rc = CAIRN_ENOMEM;
-        return;
-    }
-    memcpy(rr->dels[rr->ndels].id, id, CAIRN_CHUNK_ID_BYTES);
-    rr->dels[rr->ndels++].len = len;
-}
-
-/* Start the run: membership, R, the repl client. Fails (EUNAVAILABLE) with fewer live workers than R. */
-static int rrun_start(struct rrun *rr, struct jt *t, const struct job *jb, const struct cairn_domain *d)
-{
-    const struct cairn_wk_jobs_env *e = cairn_wk__env(t);
-    memset(rr, 0, sizeof(*rr));
-    rr->t = t;
-    rr->jb = jb;
-    rr->dom = cairn_domain_id(d);
-    rr->last_progress = rr->last_members = cairn_now_mono_ns();
-    rr->r = cairn_wk_view_replicas(e->view);
-    rr->ms = cairn_wk_view_get(e->view);
-    if (!rr->ms || rr->ms->nlive < rr->r)
-        return cairn_err_set(CAIRN_EUNAVAILABLE, "%s needs %u live workers for %u replicas; %s has %zu", jb->kind,
-                             rr->r, rr->r, rr->ms ? "the membership" : "no membership received yet:",
-                             rr->ms ? rr->ms->nlive : 0);
-    CAIRN_FORWARD_IF_ERROR(cairn_wk__repl(t));
-    cairn_wk_repl_begin(t->repl, rrun_done, rr);
-    rr->started = true;
-    return cairn_wk_repl_check_members(t->repl, rr->ms);
-}
-
-static int rrun_tick(struct rrun *rr)
-{
-    if (rr->stop && atomic_load(rr->stop))
-        return cairn_err_set(CAIRN_ECANCELED, "%s: replication stopped", rr->jb->kind);
-    CAIRN_FORWARD_IF_ERROR(cairn_wk__job_check(rr->t, rr->jb));
-    uint64_t now = cairn_now_mono_ns();
-    if (now - rr->last_members >= REP_MEMBERS_NS) {
-        rr->last_members = now;
-        struct cairn_wk_members *latest = cairn_wk_view_get(cairn_wk__env(rr->t)->view);
-        int rc = latest ? cairn_wk_repl_check_members(rr->t->repl, latest) : CAIRN_OK;
-        cairn_wk_members_unref(&latest);
-        CAIRN_FORWARD_IF_ERROR(rc);
-    }
-    if (rr->job_thread && now - rr->last_progress >= REP_PROGRESS_NS) {
-        rr->last_progress = now;
-        cairn_wk__progress(rr->t, rr->jb, rr->done, rr->total, "replicate");
-    }
-    return CAIRN_OK;
-}
-
-/* Push one chunk to the peers of its placement set (once per run), then keep the pending bytes bounded. */
-static int rrun_push(struct rrun *rr, const uint8_t id[CAIRN_CHUNK_ID_BYTES])
-{
-    const struct cairn_wk_jobs_env *e = cairn_wk__env(rr->t);
-    bool added = false;
-    CAIRN_FORWARD_IF_ERROR(idset_add(&rr->pushed, id, &added));
-    if (!added)
-        return CAIRN_OK;
-    const struct cairn_wk_member *set[64], *peers[64];
-    size_t k = cairn_wk_members_place(rr->ms, rr->r, rr->dom, id, set), np = 0;
-    bool mine = false;
-    for (size_t s = 0; s < k; s++) {
-        if (!strcmp(set[s]->id, e->worker_id))
-            mine = true;
-        else
-            peers[np++] = set[s];
-    }
-    if (np == 0)
-        return CAIRN_OK;
-    uint8_t key[CAIRN_STORE_CHUNK_KEY_BYTES], *val = NULL;
-    size_t vlen = 0;
-    cairn_store_chunk_key(key, rr->dom, id);
-    int rc = cairn_kv_get(cairn_store_kv(e->store), key, sizeof(key), &val, &vlen);
-    if (rc == CAIRN_ENOTFOUND) {
-        char hex[2 * CAIRN_CHUNK_ID_BYTES + 1];
-        cairn_hex_encode(hex, id, CAIRN_CHUNK_ID_BYTES);
-        return cairn_err_set(CAIRN_ENOTFOUND, "%s: chunk %s of the snapshot left the local store before it was "
-                             "replicated (another job moved it to its placement set); retry", rr->jb->kind, hex);
-    }
-    CAIRN_FORWARD_IF_ERROR(rc);
-    CAIRN_FORWARD_IF_ERROR(cairn_wk_repl_push(rr->t->repl, peers, np, rr->dom, id, val, vlen, cairn_kv_free, !mine));
-    rc = cairn_wk_repl_pump(rr->t->repl, 0);
-    while (rc == CAIRN_OK && cairn_wk_repl_pending_bytes(rr->t->repl) > REP_PENDING_BYTES) {
-        rc = rrun_tick(rr);
-        if (rc == CAIRN_OK)
-            rc = cairn_wk_repl_pump(rr->t->repl, 100);
-    }
-    return rc;
-}
-
-/* End of the run (job thread): the union of the trees' chunks not pushed yet, every ack, sync, deletes. */
-static int rrun_finish(struct rrun *rr, const struct cairn_domain *d, const struct cairn_tree_ref *const *refs,
-                       size_t nrefs)
-{
-    const struct cairn_wk_jobs_env *e = cairn_wk__env(rr->t);
-    struct ids ids = {0};
-    int rc = CAIRN_OK;
-    rr->job_thread = true;
-    for (size_t i = 0; i < nrefs && rc == CAIRN_OK; i++)
-        rc = cairn_tree_chunks(e->store, d, refs[i], ids_add, &ids);
-    rr->total = ids.n; /* with repeats: progress only */
-    for (size_t i = 0; i < ids.n && rc == CAIRN_OK; i++, rr->done++) {
-        if (idset_has(&rr->pushed, ids.v[i]))
-            continue;
-        rc = rrun_push(rr, ids.v[i]);
-        if (rc == CAIRN_OK)
-            rc = rrun_tick(rr);
-    }
-    while (rc == CAIRN_OK && cairn_wk_repl_pending(rr->t->repl) > 0) {
-        rc = rrun_tick(rr);
-        if (rc == CAIRN_OK)
-            rc = cairn_wk_repl_pump(rr->t->repl, 100);
-    }
-    if (rc == CAIRN_OK)
-        rc = cairn_store_sync(e->store);
-    /* every chunk now has its R durable replicas: the copies outside our placement set can go */
-    for (size_t i = 0; i < rr->ndels && rc == CAIRN_OK; i++) {
-        if (cairn_store_delete_chunk(e->store, rr->dom, rr->dels[i].id) == CAIRN_OK)
-            cairn_wk_stats_removed(e->stats, rr->dels[i].len);
-        else
-            cairn_warn("%s: local copy of a replicated chunk not deleted: %s", rr->jb->kind, cairn_err_msg());
-    }
-    if (rc == CAIRN_OK && rr->del_rc != CAIRN_OK)
-        cairn_warn("%s: out of memory listing local copies to delete: some stay", rr->jb->kind);
-    cairn_free(ids.v);
-    return rc;
-}
-
-static void rrun_release(struct rrun *rr)
-{
-    if (rr->started && rr->t->repl)
-        cairn_wk_repl_begin(rr->t->repl, NULL, NULL); /* drop what is still pending (after a failure) */
-    cairn_wk_members_unref(&rr->ms);
-    idset_release(&rr->pushed);
-    cairn_free(rr->dels);
-    rr->dels = NULL;
-    rr->ndels = rr->dels_cap = 0;
-}
-
-/* The streaming phase: ids come from the capture's worker threads (stream_stored), a thread pushes them. */
-struct stream {
-    struct rrun *rr;
-    pthread_t th;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct ids q;  /* mu: reported, not yet taken */
-    bool closing;  /* mu: the captures are over */
-    atomic_bool abandon; /* the job failed: stop at once (rr->stop points here while the thread runs) */
-    int rc;        /* the thread's outcome (read after the join) */
-    char msg[768];
-};
-
-static void stream_stored(void *arg, const uint8_t id[CAIRN_CHUNK_ID_BYTES])
-{
-    struct stream *s = arg;
-    pthread_mutex_lock(&s->mu);
-    /* out of memory: dropped here, the final pass pushes it */
-    if (!s->closing && cairn_array_grow((void **)&s->q.v, &s->q.cap, s->q.n + 1, sizeof(*s->q.v)) == CAIRN_OK) {
-        memcpy(s->q.v[s->q.n++], id, CAIRN_CHUNK_ID_BYTES);
-        if (s->q.n == 1)
-            pthread_cond_signal(&s->cv);
-    }
-    pthread_mutex_unlock(&s->mu);
-}
-
-static void *stream_main(void *arg)
-{
-    struct stream *s = arg;
-    struct ids batch = {0};
-    int rc = CAIRN_OK;
-    for (;;) {
-        pthread_mutex_lock(&s->mu);
-        if (s->q.n == 0 && !s->closing && cairn_wk_repl_pending(s->rr->t->repl) == 0) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 50000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&s->cv, &s->mu, &ts);
-        }
-        struct ids tmp = s->q;
-        s->q = batch; /* swap: the producers append to our emptied array */
-        s->q.n = 0;
-        batch = tmp;
-        bool closing = s->closing;
-        pthread_mutex_unlock(&s->mu);
-        for (size_t i = 0; i < batch.n && rc == CAIRN_OK; i++)
-            rc = atomic_load(&s->abandon) ? rrun_tick(s->rr) : rrun_push(s->rr, batch.v[i]);
-        if (rc == CAIRN_OK)
-            rc = rrun_tick(s->rr);
-        if (rc != CAIRN_OK || (closing && batch.n == 0))
-            break;
-        if (batch.n == 0) /* nothing new: serve the acknowledgements and credits */
-            rc = cairn_wk_repl_pump(s->rr->t->repl, REP_WAIT_MS);
-        batch.n = 0;
-        if (rc != CAIRN_OK)
-            break;
-    }
-    s->rc = rc;
-    if (rc != CAIRN_OK)
-        snprintf(s->msg, sizeof(s->msg), "%s", cairn_err_msg());
-    pthread_mutex_lock(&s->mu);
-    s->closing = true; /* reports from here on are dropped: the final pass has them */
-    pthread_mutex_unlock(&s->mu);
-    cairn_free(batch.v);
-    return NULL;
-}
-
-/* Start streaming (false: it could not start; the final pass then does all the work). */
-static bool stream_start(struct stream *s, struct rrun *rr)
-{
-    memset(s, 0, sizeof(*s));
-    s->rr = rr;
-    atomic_init(&s->abandon, false);
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
-    rr->stop = &s->abandon;
-    if (pthread_create(&s->th, NULL, stream_main, s) != 0) {
-        rr->stop = NULL;
-        pthread_cond_destroy(&s->cv);
-        pthread_mutex_destroy(&s->mu);
-        return false;
-    }
-    return true;
-}
-
-/*
- * Tell the thread the captures are over (abandon: the job failed, push nothing more), wait for it; its error
- * (with its message) or CAIRN_OK.
- */
-static int stream_stop(struct stream *s, bool abandon)
-{
-    if (abandon)
-        atomic_store(&s->abandon, true);
-    pthread_mutex_lock(&s->mu);
-    s->closing = true;
-    pthread_cond_signal(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-    pthread_join(s->th, NULL);
-    s->rr->stop = NULL;
-    pthread_cond_destroy(&s->cv);
-    pthread_mutex_destroy(&s->mu);
-    cairn_free(s->q.v);
-    return s->rc == CAIRN_OK ? CAIRN_OK : cairn_err_set(s->rc, "%s", s->msg);
-}
-
 /* ---- sandbox-snapshot ---- */
 
 struct snap_tree {
@@ -526,13 +149,10 @@ struct snap_tree {
 
 static int capture(struct jt *t, const struct cairn_domain *d, const char *src, unsigned flags,
                    const char *const *exclude, size_t n_exclude, struct snap_tree *out, const char *what,
-                   const char *rid, struct stream *sp)
+                   const char *rid, struct wk_repl_run *run)
 {
     struct cairn_tree_opts o = {.flags = flags, .exclude = exclude, .n_exclude = n_exclude};
-    if (sp) {
-        o.chunk_stored = stream_stored;
-        o.chunk_stored_arg = sp;
-    }
+    cairn_wk__repl_run_hook(run, &o);
     int rc = cairn_tree_capture(cairn_wk__env(t)->store, d, src, &o, &out->ref, &out->st);
     if (rc != CAIRN_OK)
         return cairn_err_set(rc, "memory snapshot of sandbox %s: capture of %s: %s", rid, what, cairn_err_msg());
@@ -545,7 +165,8 @@ static int capture(struct jt *t, const struct cairn_domain *d, const char *src, 
  * mounts below it are left out (they are trees of their own).
  */
 static int capture_mount(struct jt *t, const struct cairn_domain *d, struct cairn_sandbox *sb, char **mounts,
-                         size_t nmounts, size_t i, struct snap_tree *out, const char *rid, struct stream *sp)
+                         size_t nmounts, size_t i, struct snap_tree *out, const char *rid,
+                         struct wk_repl_run *run)
 {
     const char *mp = mounts[i];
     size_t ml = strlen(mp);
@@ -571,7 +192,7 @@ static int capture_mount(struct jt *t, const struct cairn_domain *d, struct cair
     char src[64], what[1100];
     snprintf(src, sizeof(src), "/proc/self/fd/%d", fd);
     snprintf(what, sizeof(what), "the mount at %s", mp);
-    rc = capture(t, d, src, 0, excl, nx, out, what, rid, sp);
+    rc = capture(t, d, src, 0, excl, nx, out, what, rid, run);
 out:
     if (fd >= 0)
         close(fd);
@@ -638,9 +259,7 @@ int cairn_wk__run_sandbox_snapshot(struct jt *t, const struct job *jb, struct ca
     struct snap_tree *trees = NULL; /* [0] root, [1] ckpt, [2 + i] mount i */
     bool checkpointed = false, terminated = false;
     uint64_t checkpoint_ms = 0;
-    struct rrun rr = {0};
-    struct stream st;
-    bool streaming = false;
+    struct wk_repl_run *run = NULL;
     int rc = CAIRN_OK;
     if (!cairn_sandbox_snapshot_enabled(sb)) {
         rc = cairn_err_set(CAIRN_EUNSUPPORTED, "sandbox %s was not created with --enable-snapshot", rid);
@@ -695,23 +314,22 @@ int cairn_wk__run_sandbox_snapshot(struct jt *t, const struct job *jb, struct ca
     checkpointed = true;
 
     /* the replication starts with the captures: each data chunk streams to its peers once stored (when
-       the run cannot start, e.g. too few live workers, the final pass below starts it again and fails
-       there, after the refs, as it always did) */
-    int rr_rc = rrun_start(&rr, t, jb, d);
-    if (rr_rc == CAIRN_OK)
-        streaming = stream_start(&st, &rr);
-    cairn_err_clear();
+       the run cannot start, e.g. too few live workers, its finish below starts it again and fails there,
+       after the refs, as it always did) */
+    if ((rc = cairn_wk__repl_run_begin(t, jb, d, true, "replicate", &run)) != CAIRN_OK)
+        goto out;
 
     /* the captures: the sandbox's processes are gone, nothing changes the trees any more */
     cairn_wk__progress(t, jb, 0, ntrees, "capture");
-    struct stream *sp = streaming ? &st : NULL;
-    rc = capture(t, d, ckpt, 0, NULL, 0, &trees[1], "the checkpoint image", rid, sp);
+    rc = capture(t, d, ckpt, 0, NULL, 0, &trees[1], "the checkpoint image", rid, run);
     if (rc == CAIRN_OK)
         rc = capture(t, d, cairn_sandbox_upper_dir(sb), CAIRN_TREE_OVERLAY, (const char *const *)mounts, nmounts,
-                     &trees[0], "the root filesystem", rid, sp);
+                     &trees[0], "the root filesystem", rid, run);
     for (size_t i = 0; i < nmounts && rc == CAIRN_OK; i++)
-        rc = capture_mount(t, d, sb, mounts, nmounts, i, &trees[2 + i], rid, sp);
+        rc = capture_mount(t, d, sb, mounts, nmounts, i, &trees[2 + i], rid, run);
     uint64_t capture_ms = (cairn_now_mono_ns() - tc) / 1000000u - checkpoint_ms;
+    if (rc != CAIRN_OK) /* a failed capture stops the streaming at once (before the terminate below) */
+        cairn_wk__repl_run_stop(run, rc);
     /* the sandbox goes (its processes went with the checkpoint): in a thread of its own when the captures
        succeeded, so that it overlaps the refs and the replication; else right here */
     struct term tm = {.sb = sb};
@@ -731,32 +349,13 @@ int cairn_wk__run_sandbox_snapshot(struct jt *t, const struct job *jb, struct ca
         rc = cairn_wk__job_check(t, jb);
     for (size_t i = 0; i < ntrees && rc == CAIRN_OK; i++)
         rc = cairn_wk__send_refs(t, jb, d, &trees[i].ref);
-    if (streaming) { /* it pushed the chunks reported so far meanwhile */
-        char keep[1024];
-        snprintf(keep, sizeof(keep), "%s", cairn_err_msg());
-        int src = stream_stop(&st, rc != CAIRN_OK);
-        streaming = false;
-        if (src != CAIRN_OK && rc == CAIRN_OK) {
-            /* e.g. a peer died during the captures: every chunk is still local (no copy is deleted before
-               the end), so the final pass starts a fresh run with the membership of now */
-            cairn_info("memory snapshot %s: replication during the capture stopped (%s); starting it over", sn,
-                       cairn_err_msg());
-            rr_rc = src;
-        }
-        if (rc != CAIRN_OK)
-            cairn_err_set(rc, "%s", keep);
-        else
-            cairn_err_clear();
-    }
-    if (rc == CAIRN_OK && rr_rc != CAIRN_OK) {
-        rrun_release(&rr);
-        rc = rrun_start(&rr, t, jb, d);
-    }
+    /* the streaming pushed the chunks reported so far meanwhile; a failed job stops it at once */
+    cairn_wk__repl_run_stop(run, rc);
     if (rc == CAIRN_OK) {
         const struct cairn_tree_ref *refs[2 + MOUNTS_MAX];
         for (size_t i = 0; i < ntrees; i++)
             refs[i] = &trees[i].ref;
-        rc = rrun_finish(&rr, d, refs, ntrees);
+        rc = cairn_wk__repl_run_finish(run, refs, ntrees);
     }
     uint64_t repl_ms = (cairn_now_mono_ns() - tr0) / 1000000u;
     if (term_thread)
@@ -823,14 +422,7 @@ int cairn_wk__run_sandbox_snapshot(struct jt *t, const struct job *jb, struct ca
                (unsigned long long)((cairn_now_mono_ns() - t0) / 1000000u),
                (unsigned long long)size, ntrees, (unsigned long long)stored);
 out:
-    if (streaming) { /* not reached with it running; kept so that no path leaks the thread */
-        char msg[1024];
-        snprintf(msg, sizeof(msg), "%s", cairn_err_msg());
-        stream_stop(&st, true);
-        if (rc != CAIRN_OK)
-            cairn_err_set(rc, "%s", msg);
-    }
-    rrun_release(&rr);
+    cairn_wk__repl_run_destroy(&run); /* a streaming one only on an early exit: it stops at once */
     if (checkpointed && !terminated) {
         char msg[1024];
         snprintf(msg, sizeof(msg), "%s", cairn_err_msg());
