@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #define FX_MAX_WORKERS 4
+#define FX_MAX_STASH 64
 
 struct fx_worker {
     char id[32];
@@ -37,6 +38,8 @@ struct fx_worker {
     struct cairn_sock *s;
     uint64_t rid;
     uint64_t epoch;
+    struct cairn_msg *stash[FX_MAX_STASH]; /* job.dispatch messages that arrived while the test waited for */
+    size_t nstash;                         /* something else (fx_wk_call), oldest first */
 };
 
 struct fx {
@@ -140,8 +143,17 @@ static inline void fx_coord_stop(struct fx *f)
     assert_null(f->c);
 }
 
+/* Drop every stashed dispatch (fx_wk_call). */
+static inline void fx_stash_drop(struct fx *f)
+{
+    for (int i = 0; i < FX_MAX_WORKERS; i++)
+        while (f->w[i].nstash)
+            cairn_msg_destroy(&f->w[i].stash[--f->w[i].nstash]);
+}
+
 static inline void fx_teardown(struct fx *f)
 {
+    fx_stash_drop(f);
     fx_coord_stop(f);
     cairn_net_destroy(&f->net);
     cairn_config_release(coord_options, coord_noptions, &f->cfg);
@@ -332,6 +344,17 @@ static inline struct cairn_msg *fx_register_msg(struct fx *f, int i, const char 
     return m;
 }
 
+/* Acknowledge a membership message to worker i, remembering its epoch. */
+static inline void fx_membership_ack(struct fx *f, int i, const struct cairn_msg *r)
+{
+    uint64_t e = 0;
+    cairn_msg_get_u64(r, "epoch", &e);
+    f->w[i].epoch = e;
+    struct cairn_msg *ack = cairn_msg_reply(r, CAIRN_OK, NULL);
+    cairn_sock_send(f->w[i].s, ack);
+    cairn_msg_destroy(&ack);
+}
+
 /*
  * Worker-side call: send, then wait for the reply with that rid; other
  * messages (membership, job.dispatch) that arrive meanwhile are acknowledged
@@ -350,12 +373,7 @@ static inline struct cairn_msg *fx_wcall(struct fx *f, int i, struct cairn_msg *
         if (cairn_msg_is_reply(r) && cairn_msg_rid(r) == rid)
             return r;
         if (!cairn_msg_is_reply(r) && cairn_msg_type(r) == CAIRN_MSG_MEMBERSHIP) {
-            uint64_t e = 0;
-            cairn_msg_get_u64(r, "epoch", &e);
-            f->w[i].epoch = e;
-            struct cairn_msg *ack = cairn_msg_reply(r, CAIRN_OK, NULL);
-            cairn_sock_send(f->w[i].s, ack);
-            cairn_msg_destroy(&ack);
+            fx_membership_ack(f, i, r);
             cairn_msg_destroy(&r);
             continue;
         }
@@ -407,11 +425,8 @@ static inline struct cairn_msg *fx_next_dispatch(struct fx *f, int i, int timeou
             continue;
         if (!cairn_msg_is_reply(r) && cairn_msg_type(r) == CAIRN_MSG_JOB_DISPATCH)
             return r;
-        if (!cairn_msg_is_reply(r) && cairn_msg_type(r) == CAIRN_MSG_MEMBERSHIP) {
-            struct cairn_msg *ack = cairn_msg_reply(r, CAIRN_OK, NULL);
-            cairn_sock_send(f->w[i].s, ack);
-            cairn_msg_destroy(&ack);
-        }
+        if (!cairn_msg_is_reply(r) && cairn_msg_type(r) == CAIRN_MSG_MEMBERSHIP)
+            fx_membership_ack(f, i, r);
         cairn_msg_destroy(&r);
     }
     return NULL;
@@ -441,6 +456,121 @@ static inline int fx_result(struct fx *f, int i, const char *job, uint32_t code,
     int rc = cairn_msg_code(r);
     cairn_msg_destroy(&r);
     return rc;
+}
+
+/* ---- fake workers that keep dispatches for later (sandbox, snapshot and retention tests) ---------------- */
+
+/* Keep a dispatch for later, acknowledging it (the worker accepted the job). */
+static inline void fx_stash_dispatch(struct fx *f, int i, struct cairn_msg *d)
+{
+    fx_ack(f, i, d, CAIRN_OK);
+    assert_true(f->w[i].nstash < FX_MAX_STASH);
+    f->w[i].stash[f->w[i].nstash++] = d;
+}
+
+/* Worker-side call: the reply to *m; dispatches meanwhile are stashed, membership acknowledged. */
+static inline struct cairn_msg *fx_wk_call(struct fx *f, int i, struct cairn_msg **m)
+{
+    uint64_t rid = cairn_msg_rid(*m);
+    assert_int_equal(cairn_sock_send(f->w[i].s, *m), CAIRN_OK);
+    cairn_msg_destroy(m);
+    for (;;) {
+        struct cairn_msg *r = fx_recv(f, f->w[i].s, 5000);
+        if (!r)
+            fail_msg("worker %d: no reply within 5 s", i);
+        if (cairn_msg_is_reply(r) && cairn_msg_rid(r) == rid)
+            return r;
+        if (!cairn_msg_is_reply(r) && cairn_msg_type(r) == CAIRN_MSG_MEMBERSHIP)
+            fx_membership_ack(f, i, r);
+        else if (!cairn_msg_is_reply(r) && cairn_msg_type(r) == CAIRN_MSG_JOB_DISPATCH) {
+            fx_stash_dispatch(f, i, r);
+            continue;
+        }
+        cairn_msg_destroy(&r);
+    }
+}
+
+/* The next job.dispatch of worker i (stashed ones first), acknowledged with ack_code (CAIRN_OK: accepted;
+   stashed ones were accepted already), or NULL after timeout_ms. */
+static inline struct cairn_msg *fx_wk_dispatch_ack(struct fx *f, int i, int timeout_ms, int ack_code)
+{
+    uint64_t end = cairn_now_mono_ns() + (uint64_t)timeout_ms * 1000000ull;
+    struct fx_worker *w = &f->w[i];
+    for (;;) {
+        if (w->nstash) {
+            struct cairn_msg *d = w->stash[0];
+            memmove(&w->stash[0], &w->stash[1], (w->nstash - 1) * sizeof(w->stash[0]));
+            w->nstash--;
+            return d;
+        }
+        if (!w->s || cairn_now_mono_ns() > end)
+            return NULL;
+        struct cairn_msg *r = fx_recv(f, w->s, 20);
+        if (!r)
+            continue;
+        if (!cairn_msg_is_reply(r) && cairn_msg_type(r) == CAIRN_MSG_JOB_DISPATCH) {
+            fx_ack(f, i, r, ack_code);
+            return r;
+        }
+        if (!cairn_msg_is_reply(r) && cairn_msg_type(r) == CAIRN_MSG_MEMBERSHIP)
+            fx_membership_ack(f, i, r);
+        cairn_msg_destroy(&r);
+    }
+}
+
+static inline struct cairn_msg *fx_wk_dispatch(struct fx *f, int i, int timeout_ms)
+{
+    return fx_wk_dispatch_ack(f, i, timeout_ms, CAIRN_OK);
+}
+
+/* The next job.dispatch of any worker (*wi: which), or NULL after timeout_ms. */
+static inline struct cairn_msg *fx_wk_dispatch_any(struct fx *f, int *wi, int timeout_ms)
+{
+    uint64_t end = cairn_now_mono_ns() + (uint64_t)timeout_ms * 1000000ull;
+    while (cairn_now_mono_ns() < end) {
+        for (int i = 0; i < FX_MAX_WORKERS; i++) {
+            if (!f->w[i].s && !f->w[i].nstash)
+                continue;
+            struct cairn_msg *d = fx_wk_dispatch(f, i, 1);
+            if (d) {
+                *wi = i;
+                return d;
+            }
+        }
+    }
+    return NULL;
+}
+
+/* A dispatch's params map, and its fields ("" / UINT64_MAX / false when absent). */
+static inline const struct cairn_mval *fx_params(const struct cairn_msg *d)
+{
+    const struct cairn_mval *p = NULL;
+    size_t n = 0;
+    assert_int_equal(cairn_msg_get_map(d, "params", &p, &n), CAIRN_OK);
+    return p;
+}
+
+static inline const char *fx_pstr(const struct cairn_mval *map, const char *key)
+{
+    const char *s = NULL;
+    size_t n = 0;
+    if (cairn_mval_str(cairn_mval_get(map, key), &s, &n) != CAIRN_OK)
+        return "";
+    return s;
+}
+
+static inline uint64_t fx_pu64(const struct cairn_mval *map, const char *key)
+{
+    uint64_t v = UINT64_MAX;
+    cairn_mval_u64(cairn_mval_get(map, key), &v);
+    return v;
+}
+
+static inline bool fx_pbool(const struct cairn_mval *map, const char *key)
+{
+    bool v = false;
+    cairn_mval_bool(cairn_mval_get(map, key), &v);
+    return v;
 }
 
 #endif

@@ -20,11 +20,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 
-#define MAX_STASH 64
 #define DAY_S 86400ull
-
-static struct cairn_msg *stash[FX_MAX_WORKERS][MAX_STASH];
-static size_t nstash[FX_MAX_WORKERS];
 
 static int setup(void **state)
 {
@@ -42,45 +38,12 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fx *f = *state;
-    for (int i = 0; i < FX_MAX_WORKERS; i++)
-        while (nstash[i])
-            cairn_msg_destroy(&stash[i][--nstash[i]]);
-    fx_teardown(f);
+    fx_teardown(f); /* drops the stashed dispatches too */
     free(f);
     return 0;
 }
 
-/* ---- fake workers (as in test_coord_sandboxes.c) ------------------------------------------------------ */
-
-static void ack_membership(struct fx *f, int i, struct cairn_msg *r)
-{
-    struct cairn_msg *ack = cairn_msg_reply(r, CAIRN_OK, NULL);
-    cairn_sock_send(f->w[i].s, ack);
-    cairn_msg_destroy(&ack);
-}
-
-static struct cairn_msg *wk_call(struct fx *f, int i, struct cairn_msg **m)
-{
-    uint64_t rid = cairn_msg_rid(*m);
-    assert_int_equal(cairn_sock_send(f->w[i].s, *m), CAIRN_OK);
-    cairn_msg_destroy(m);
-    for (;;) {
-        struct cairn_msg *r = fx_recv(f, f->w[i].s, 5000);
-        if (!r)
-            fail_msg("worker %d: no reply within 5 s", i);
-        if (cairn_msg_is_reply(r) && cairn_msg_rid(r) == rid)
-            return r;
-        if (!cairn_msg_is_reply(r) && cairn_msg_type(r) == CAIRN_MSG_MEMBERSHIP) {
-            ack_membership(f, i, r);
-        } else if (!cairn_msg_is_reply(r) && cairn_msg_type(r) == CAIRN_MSG_JOB_DISPATCH) {
-            fx_ack(f, i, r, CAIRN_OK);
-            assert_true(nstash[i] < MAX_STASH);
-            stash[i][nstash[i]++] = r;
-            continue;
-        }
-        cairn_msg_destroy(&r);
-    }
-}
+/* ---- fake workers (the stash-based helpers are in test_coord_fixture.h) ------------------------------ */
 
 static void wk_register(struct fx *f, int i)
 {
@@ -88,64 +51,9 @@ static void wk_register(struct fx *f, int i)
         fx_worker_connect(f, i);
     struct cairn_msg *m = fx_register_msg(f, i, f->w[i].id, f->w[i].keys.public_z85);
     cairn_msg_set_u64(m, "capacity", 16);
-    struct cairn_msg *r = wk_call(f, i, &m);
+    struct cairn_msg *r = fx_wk_call(f, i, &m);
     assert_int_equal(cairn_msg_code(r), CAIRN_OK);
     cairn_msg_destroy(&r);
-}
-
-/* The next job.dispatch of worker i, acknowledged with ack_code (CAIRN_OK: accepted), or NULL. */
-static struct cairn_msg *wk_dispatch_ack(struct fx *f, int i, int timeout_ms, int ack_code)
-{
-    uint64_t end = cairn_now_mono_ns() + (uint64_t)timeout_ms * 1000000ull;
-    for (;;) {
-        if (nstash[i]) {
-            struct cairn_msg *d = stash[i][0];
-            memmove(&stash[i][0], &stash[i][1], (nstash[i] - 1) * sizeof(stash[i][0]));
-            nstash[i]--;
-            return d;
-        }
-        if (!f->w[i].s || cairn_now_mono_ns() > end)
-            return NULL;
-        struct cairn_msg *r = fx_recv(f, f->w[i].s, 20);
-        if (!r)
-            continue;
-        if (!cairn_msg_is_reply(r) && cairn_msg_type(r) == CAIRN_MSG_JOB_DISPATCH) {
-            fx_ack(f, i, r, ack_code);
-            return r;
-        }
-        if (!cairn_msg_is_reply(r) && cairn_msg_type(r) == CAIRN_MSG_MEMBERSHIP)
-            ack_membership(f, i, r);
-        cairn_msg_destroy(&r);
-    }
-}
-
-static struct cairn_msg *wk_dispatch(struct fx *f, int i, int timeout_ms)
-{
-    return wk_dispatch_ack(f, i, timeout_ms, CAIRN_OK);
-}
-
-static const struct cairn_mval *params_of(const struct cairn_msg *d)
-{
-    const struct cairn_mval *p = NULL;
-    size_t n = 0;
-    assert_int_equal(cairn_msg_get_map(d, "params", &p, &n), CAIRN_OK);
-    return p;
-}
-
-static const char *pstr(const struct cairn_mval *map, const char *key)
-{
-    const char *s = NULL;
-    size_t n = 0;
-    if (cairn_mval_str(cairn_mval_get(map, key), &s, &n) != CAIRN_OK)
-        return "";
-    return s;
-}
-
-static bool pbool(const struct cairn_mval *map, const char *key)
-{
-    bool v = false;
-    cairn_mval_bool(cairn_mval_get(map, key), &v);
-    return v;
 }
 
 enum res_kind { RES_IMPORT, RES_CREATE, RES_LAYER, RES_EMPTY };
@@ -173,7 +81,7 @@ static int wk_result_ok(struct fx *f, int i, const char *job, enum res_kind k, c
     case RES_CREATE: cairn_mval_put_u64(m, res, "create_ms", 42); break;
     case RES_EMPTY: break;
     }
-    struct cairn_msg *r = wk_call(f, i, &m);
+    struct cairn_msg *r = fx_wk_call(f, i, &m);
     int rc = cairn_msg_code(r);
     cairn_msg_destroy(&r);
     return rc;
@@ -193,7 +101,7 @@ static int wk_refs(struct fx *f, int i, const char *job, uint64_t seq, const uin
         memset(id, vals[k], sizeof(id));
         cairn_mval_push_bin(m, a, id, sizeof(id));
     }
-    struct cairn_msg *r = wk_call(f, i, &m);
+    struct cairn_msg *r = fx_wk_call(f, i, &m);
     int rc = cairn_msg_code(r);
     cairn_msg_destroy(&r);
     return rc;
@@ -218,11 +126,11 @@ static char *import_image(struct fx *f, const char *upload, const char *name, in
     struct cairn_msg *d = NULL;
     for (int tries = 0; !d && tries < 100; tries++)
         for (int i = 0; i < FX_MAX_WORKERS && !d; i++)
-            if (f->w[i].s && (d = wk_dispatch(f, i, 20)) != NULL)
+            if (f->w[i].s && (d = fx_wk_dispatch(f, i, 20)) != NULL)
                 wi = i;
     assert_non_null(d);
     assert_string_equal(fx_str(d, "kind"), "image-import");
-    char *image = strdup(pstr(params_of(d), "image"));
+    char *image = strdup(fx_pstr(fx_params(d), "image"));
     cairn_msg_destroy(&d);
     assert_int_equal(wk_result_ok(f, wi, job, RES_IMPORT, image), CAIRN_OK);
     free(job);
@@ -240,10 +148,10 @@ static char *make_sandbox(struct fx *f, const char *req_id, const char *image, i
     struct cairn_msg *r = fx_expect(f, &m, CAIRN_OK);
     char *job = strdup(fx_str(r, "job"));
     cairn_msg_destroy(&r);
-    struct cairn_msg *d = wk_dispatch(f, wi, 3000);
+    struct cairn_msg *d = fx_wk_dispatch(f, wi, 3000);
     assert_non_null(d);
     assert_string_equal(fx_str(d, "kind"), "sandbox-create");
-    char *sb = strdup(pstr(params_of(d), "sandbox"));
+    char *sb = strdup(fx_pstr(fx_params(d), "sandbox"));
     cairn_msg_destroy(&d);
     assert_int_equal(wk_result_ok(f, wi, job, RES_CREATE, NULL), CAIRN_OK);
     free(job);
@@ -302,11 +210,11 @@ static struct cairn_msg *run_job(struct fx *f, struct cairn_msg **m, int wi, con
     assert_string_equal(fx_str(r, "kind"), kind);
     char *job = strdup(fx_str(r, "job"));
     cairn_msg_destroy(&r);
-    struct cairn_msg *d = wk_dispatch(f, wi, 3000);
+    struct cairn_msg *d = fx_wk_dispatch(f, wi, 3000);
     assert_non_null(d);
     assert_string_equal(fx_str(d, "kind"), kind);
     assert_string_equal(fx_str(d, "job"), job);
-    const char *img = pstr(params_of(d), "image");
+    const char *img = fx_pstr(fx_params(d), "image");
     assert_int_equal(wk_result_ok(f, wi, job, strncmp(kind, "snapshot-", 9) ? RES_EMPTY : RES_LAYER, img),
                      CAIRN_OK);
     r = fx_job_get(f, job, 0);
@@ -331,7 +239,7 @@ static char *do_snapdir(struct fx *f, const char *sb, const char *path, const ch
 {
     struct cairn_msg *m = snapdir_req(f, sb, path, req_id, key, klen, ttl_s);
     struct cairn_msg *d = run_job(f, &m, wi, "snapshot-dir");
-    char *image = strdup(pstr(params_of(d), "image"));
+    char *image = strdup(fx_pstr(fx_params(d), "image"));
     const uint8_t *dek = NULL;
     size_t dl = 0;
     *has_dek = cairn_msg_get_bin(d, "dek", &dek, &dl) == CAIRN_OK;
@@ -414,19 +322,19 @@ static void test_validation_and_jobs(void **state)
     expect_text(f, &m, CAIRN_EINVAL, msg);
     /* none of these made a job */
     assert_int_equal(coord_map_count(&f->c->jobs), jobs_before);
-    assert_null(wk_dispatch(f, 0, 100));
+    assert_null(fx_wk_dispatch(f, 0, 100));
 
     /* an empty mount: no layers, no key; the record gets it */
     m = mount_req(f, sb, "/data", NULL, NULL, 0, false);
     cairn_msg_set_str(m, "req_id", "mnt1");
     struct cairn_msg *d = run_job(f, &m, 0, "sandbox-mount");
-    const struct cairn_mval *p = params_of(d);
-    assert_string_equal(pstr(p, "path"), "/data");
-    assert_string_equal(pstr(p, "sandbox"), sb);
-    assert_string_equal(pstr(p, "worker"), "w1");
-    assert_string_equal(pstr(p, "runtime_id"), coord_sandbox_get(f->c, sb)->rec.runtime_id);
+    const struct cairn_mval *p = fx_params(d);
+    assert_string_equal(fx_pstr(p, "path"), "/data");
+    assert_string_equal(fx_pstr(p, "sandbox"), sb);
+    assert_string_equal(fx_pstr(p, "worker"), "w1");
+    assert_string_equal(fx_pstr(p, "runtime_id"), coord_sandbox_get(f->c, sb)->rec.runtime_id);
     assert_null(cairn_mval_get(p, "layers"));
-    assert_false(pbool(p, "csek"));
+    assert_false(fx_pbool(p, "csek"));
     assert_null(cairn_msg_get(d, "dek"));
     assert_null(cairn_msg_get(d, "domain"));
     cairn_msg_destroy(&d);
@@ -446,10 +354,10 @@ static void test_validation_and_jobs(void **state)
     /* an image mount: its layers; a nested empty mount */
     m = mount_req(f, sb, "/opt/base", base, NULL, 0, false);
     d = run_job(f, &m, 0, "sandbox-mount");
-    const struct cairn_mval *layers = cairn_mval_get(params_of(d), "layers");
+    const struct cairn_mval *layers = cairn_mval_get(fx_params(d), "layers");
     assert_non_null(layers);
     assert_int_equal(cairn_mval_len(layers), 1);
-    assert_string_equal(pstr(cairn_mval_at(layers, 0), "image"), base);
+    assert_string_equal(fx_pstr(cairn_mval_at(layers, 0), "image"), base);
     cairn_msg_destroy(&d);
     do_mount(f, sb, "/data/sub", NULL, NULL, 0, 0);
     assert_int_equal(nmounts(f, sb), 3);
@@ -461,7 +369,7 @@ static void test_validation_and_jobs(void **state)
     assert_int_equal(cairn_msg_get_array(r, "sandboxes", &arr, &n), CAIRN_OK);
     const struct cairn_mval *mts = cairn_mval_get(cairn_mval_at(arr, 0), "mounts");
     assert_int_equal(cairn_mval_len(mts), 3);
-    assert_string_equal(pstr(cairn_mval_at(mts, 1), "image"), base);
+    assert_string_equal(fx_pstr(cairn_mval_at(mts, 1), "image"), base);
     cairn_msg_destroy(&r);
 
     /* snapshot-dir (managed): a dir image, depth 1, no parent, origin "", sliding 30 d */
@@ -480,9 +388,9 @@ static void test_validation_and_jobs(void **state)
     assert_int_equal(ci->rec.expires_ns - ci->rec.last_used_ns, 30ll * 86400 * 1000000000ll);
     r = show(f, dir, CAIRN_OK);
     const struct cairn_mval *img = cairn_msg_get(r, "image");
-    assert_string_equal(pstr(img, "kind"), "dir");
-    assert_string_equal(pstr(img, "encryption"), "managed");
-    assert_string_equal(pstr(img, "retention"), "sliding:2592000");
+    assert_string_equal(fx_pstr(img, "kind"), "dir");
+    assert_string_equal(fx_pstr(img, "encryption"), "managed");
+    assert_string_equal(fx_pstr(img, "retention"), "sliding:2592000");
     cairn_msg_destroy(&r);
     /* of an image mount: origin is that image */
     char *dir2 = do_snapdir(f, sb, "/opt/base", "d2", NULL, 0, 0, 0, dek, &has_dek);
@@ -494,7 +402,7 @@ static void test_validation_and_jobs(void **state)
     cairn_msg_set_str(m, "sandbox", sb);
     cairn_msg_set_str(m, "path", "/data");
     d = run_job(f, &m, 0, "sandbox-unmount");
-    assert_string_equal(pstr(params_of(d), "path"), "/data");
+    assert_string_equal(fx_pstr(fx_params(d), "path"), "/data");
     cairn_msg_destroy(&d);
     assert_int_equal(nmounts(f, sb), 1);
     assert_string_equal(coord_sandbox_get(f->c, sb)->rec.mounts[0].path, "/opt/base");
@@ -590,10 +498,10 @@ static void test_csek(void **state)
     r = fx_expect(f, &m, CAIRN_OK);
     char *job1 = strdup(fx_str(r, "job"));
     cairn_msg_destroy(&r);
-    struct cairn_msg *d = wk_dispatch(f, 0, 3000);
+    struct cairn_msg *d = fx_wk_dispatch(f, 0, 3000);
     assert_non_null(d);
-    char *c1 = strdup(pstr(params_of(d), "image"));
-    assert_true(pbool(params_of(d), "csek"));
+    char *c1 = strdup(fx_pstr(fx_params(d), "image"));
+    assert_true(fx_pbool(fx_params(d), "csek"));
     const uint8_t *b = NULL, *dom = NULL;
     size_t bl = 0, doml = 0;
     assert_int_equal(cairn_msg_get_bin(d, "dek", &b, &bl), CAIRN_OK);
@@ -620,7 +528,7 @@ static void test_csek(void **state)
     assert_int_equal(wk_result_ok(f, 0, job1, RES_LAYER, c1), CAIRN_OK);
     free(job1);
     r = show(f, c1, CAIRN_OK);
-    assert_string_equal(pstr(cairn_msg_get(r, "image"), "encryption"), "csek");
+    assert_string_equal(fx_pstr(cairn_msg_get(r, "image"), "encryption"), "csek");
     cairn_msg_destroy(&r);
 
     /* a CSEK image as a root: refused */
@@ -655,10 +563,10 @@ static void test_csek(void **state)
     assert_int_equal(nmounts(f, sb), 1);
     m = mount_req(f, sb, "/m", c1, k1, sizeof(k1), true);
     d = run_job(f, &m, 0, "sandbox-mount");
-    assert_true(pbool(params_of(d), "csek"));
+    assert_true(fx_pbool(fx_params(d), "csek"));
     assert_int_equal(cairn_msg_get_bin(d, "dek", &b, &bl), CAIRN_OK);
     assert_memory_equal(b, dek1, 32);
-    assert_int_equal(cairn_mval_len(cairn_mval_get(params_of(d), "layers")), 1);
+    assert_int_equal(cairn_mval_len(cairn_mval_get(fx_params(d), "layers")), 1);
     cairn_msg_destroy(&d);
     assert_int_equal(nmounts(f, sb), 2);
     assert_true(coord_sandbox_get(f->c, sb)->rec.mounts[1].csek);
@@ -693,7 +601,7 @@ static void test_csek(void **state)
     r = fx_expect(f, &m, CAIRN_OK);
     char *job5 = strdup(fx_str(r, "job"));
     cairn_msg_destroy(&r);
-    d = wk_dispatch_ack(f, 0, 3000, CAIRN_EBUSY);
+    d = fx_wk_dispatch_ack(f, 0, 3000, CAIRN_EBUSY);
     assert_non_null(d);
     assert_string_equal(fx_str(d, "job"), job5);
     cairn_msg_destroy(&d);
@@ -717,7 +625,7 @@ static void test_csek(void **state)
     assert_string_equal(fx_str(r, "err_msg"),
                         "the coordinator restarted before this job ran; the key is not kept anywhere: retry with the key");
     cairn_msg_destroy(&r);
-    assert_null(wk_dispatch(f, 0, 100));
+    assert_null(fx_wk_dispatch(f, 0, 100));
     free(job5);
 
     /* nothing under DATA_DIR holds a key or a DEK */
@@ -752,7 +660,7 @@ static void test_retention(void **state)
     cairn_msg_set_str(m, "sandbox", sb);
     cairn_msg_set_str(m, "req_id", "fs1");
     struct cairn_msg *d = run_job(f, &m, 0, "snapshot-fs");
-    char *fs = strdup(pstr(params_of(d), "image"));
+    char *fs = strdup(fx_pstr(fx_params(d), "image"));
     cairn_msg_destroy(&d);
     int64_t ttl_exp = coord_image_get(f->c, ttl)->rec.expires_ns;
 
@@ -828,7 +736,7 @@ static void test_retention(void **state)
 /* The ids (first byte of each) of a delete-chunks dispatch, sorted. */
 static size_t delete_ids(const struct cairn_msg *d, uint8_t *out, uint8_t dom[16])
 {
-    const struct cairn_mval *p = params_of(d);
+    const struct cairn_mval *p = fx_params(d);
     const uint8_t *b = NULL, *db = NULL;
     size_t bl = 0, dl = 0;
     assert_int_equal(cairn_mval_bin(cairn_mval_get(p, "ids"), &b, &bl), CAIRN_OK);
@@ -864,9 +772,9 @@ static void test_gc(void **state)
         struct cairn_msg *r = fx_expect(f, &m, CAIRN_OK);
         char *job = strdup(fx_str(r, "job"));
         cairn_msg_destroy(&r);
-        struct cairn_msg *d = wk_dispatch(f, 0, 3000);
+        struct cairn_msg *d = fx_wk_dispatch(f, 0, 3000);
         assert_non_null(d);
-        imgs[k] = strdup(pstr(params_of(d), "image"));
+        imgs[k] = strdup(fx_pstr(fx_params(d), "image"));
         cairn_msg_destroy(&d);
         /* from another worker: refused */
         assert_int_equal(wk_refs(f, 1, job, 0, dom, a0, 2), CAIRN_EPERM);
@@ -892,10 +800,10 @@ static void test_gc(void **state)
     struct cairn_msg *dels[2];
     char *djobs[2];
     for (int i = 0; i < 2; i++) {
-        dels[i] = wk_dispatch(f, i, 3000);
+        dels[i] = fx_wk_dispatch(f, i, 3000);
         assert_non_null(dels[i]);
         assert_string_equal(fx_str(dels[i], "kind"), "delete-chunks");
-        assert_string_equal(pstr(params_of(dels[i]), "worker"), f->w[i].id);
+        assert_string_equal(fx_pstr(fx_params(dels[i]), "worker"), f->w[i].id);
         uint8_t ids[8], dd[16];
         assert_int_equal(delete_ids(dels[i], ids, dd), 2);
         assert_int_equal(ids[0], 0x10);
@@ -914,9 +822,9 @@ static void test_gc(void **state)
     cairn_msg_set_str(m, "path", "/nothing");
     expect_text(f, &m, CAIRN_ENOTFOUND, NULL);
     do_mount(f, sb, "/e", NULL, NULL, 0, 0); /* not a write job: dispatched */
-    assert_null(wk_dispatch(f, 0, 200));
+    assert_null(fx_wk_dispatch(f, 0, 200));
     assert_int_equal(wk_result_ok(f, 0, djobs[0], RES_EMPTY, NULL), CAIRN_OK);
-    assert_null(wk_dispatch(f, 0, 200));
+    assert_null(fx_wk_dispatch(f, 0, 200));
     assert_false(coord_image_get(f->c, imgs[0])->rec.collected);
     assert_int_equal(wk_result_ok(f, 1, djobs[1], RES_EMPTY, NULL), CAIRN_OK);
     /* collected: A's refs gone, B's kept; the write job goes */
@@ -924,10 +832,10 @@ static void test_gc(void **state)
     assert_true(coord_image_get(f->c, imgs[0])->rec.collected);
     assert_false(coord_refs_exist(f->c, imgs[0]));
     assert_true(coord_refs_exist(f->c, imgs[1]));
-    struct cairn_msg *d = wk_dispatch(f, 0, 3000);
+    struct cairn_msg *d = fx_wk_dispatch(f, 0, 3000);
     assert_non_null(d);
     assert_string_equal(fx_str(d, "job"), wjob);
-    char *wimg = strdup(pstr(params_of(d), "image"));
+    char *wimg = strdup(fx_pstr(fx_params(d), "image"));
     cairn_msg_destroy(&d);
     assert_int_equal(wk_result_ok(f, 0, wjob, RES_LAYER, wimg), CAIRN_OK);
     /* a collected image stays "expired" */
@@ -937,7 +845,7 @@ static void test_gc(void **state)
     /* nothing more to collect */
     coord_retention_sweep(f->c);
     assert_false(f->c->gc_active);
-    assert_null(wk_dispatch(f, 1, 200));
+    assert_null(fx_wk_dispatch(f, 1, 200));
 
     /* B removed while mounted: kept until unmounted; a failed write job's refs are collected too */
     do_mount(f, sb, "/b", imgs[1], NULL, 0, 0);
@@ -951,9 +859,9 @@ static void test_gc(void **state)
     r = fx_expect(f, &m, CAIRN_OK);
     char *fjob = strdup(fx_str(r, "job"));
     cairn_msg_destroy(&r);
-    d = wk_dispatch(f, 0, 3000);
+    d = fx_wk_dispatch(f, 0, 3000);
     assert_non_null(d);
-    char *fimg = strdup(pstr(params_of(d), "image"));
+    char *fimg = strdup(fx_pstr(fx_params(d), "image"));
     cairn_msg_destroy(&d);
     static const uint8_t f0[] = {0x40, 0x30};
     assert_int_equal(wk_refs(f, 0, fjob, 0, dom, f0, 2), CAIRN_OK);
@@ -961,7 +869,7 @@ static void test_gc(void **state)
     cairn_msg_set_str(m, "job", fjob);
     cairn_msg_set_u64(m, "err_code", CAIRN_EIO);
     cairn_msg_set_str(m, "err_msg", "disk full");
-    r = wk_call(f, 0, &m);
+    r = fx_wk_call(f, 0, &m);
     cairn_msg_destroy(&r);
     assert_int_equal(coord_image_get(f->c, fimg)->rec.state, COORD_IMAGE_EXPIRED);
     r = show(f, fimg, CAIRN_ENOTFOUND);
@@ -976,7 +884,7 @@ static void test_gc(void **state)
     assert_true(f->c->gc_active);
     /* doomed: 0x20 (B; A's is gone) 0x30 0x40; the new image wimg has no refs reported */
     for (int i = 0; i < 2; i++) {
-        d = wk_dispatch(f, i, 3000);
+        d = fx_wk_dispatch(f, i, 3000);
         assert_non_null(d);
         uint8_t ids[8], dd[16];
         assert_int_equal(delete_ids(d, ids, dd), 3);
@@ -1028,8 +936,8 @@ static void test_gc_dependencies(void **state)
     struct cairn_msg *r = fx_expect(f, &m, CAIRN_OK);
     char *job = strdup(fx_str(r, "job"));
     cairn_msg_destroy(&r);
-    struct cairn_msg *d = wk_dispatch(f, 0, 3000);
-    char *p = strdup(pstr(params_of(d), "image"));
+    struct cairn_msg *d = fx_wk_dispatch(f, 0, 3000);
+    char *p = strdup(fx_pstr(fx_params(d), "image"));
     cairn_msg_destroy(&d);
     static const uint8_t pr[] = {0x50, 0x51};
     assert_int_equal(wk_refs(f, 0, job, 0, dom, pr, 2), CAIRN_OK);
@@ -1043,8 +951,8 @@ static void test_gc_dependencies(void **state)
     r = fx_expect(f, &m, CAIRN_OK);
     job = strdup(fx_str(r, "job"));
     cairn_msg_destroy(&r);
-    d = wk_dispatch(f, 0, 3000);
-    char *ch = strdup(pstr(params_of(d), "image"));
+    d = fx_wk_dispatch(f, 0, 3000);
+    char *ch = strdup(fx_pstr(fx_params(d), "image"));
     cairn_msg_destroy(&d);
     static const uint8_t cr[] = {0x51, 0x52};
     assert_int_equal(wk_refs(f, 0, job, 0, dom, cr, 2), CAIRN_OK);
@@ -1070,7 +978,7 @@ static void test_gc_dependencies(void **state)
     /* now both go, in one collection: 0x50 0x51 0x52 */
     coord_retention_sweep(f->c);
     assert_true(f->c->gc_active);
-    d = wk_dispatch(f, 0, 3000);
+    d = fx_wk_dispatch(f, 0, 3000);
     assert_non_null(d);
     uint8_t ids[8], dd[16];
     assert_int_equal(delete_ids(d, ids, dd), 3);

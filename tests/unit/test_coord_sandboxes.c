@@ -30,12 +30,6 @@
 
 #include <fcntl.h>
 
-#define MAX_STASH 64
-
-/* job.dispatch messages a worker received while the test waited for something else */
-static struct cairn_msg *stash[FX_MAX_WORKERS][MAX_STASH];
-static size_t nstash[FX_MAX_WORKERS];
-
 static int setup(void **state)
 {
     cairn_log_set_level(CAIRN_LOG_WARN);
@@ -51,53 +45,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fx *f = *state;
-    for (int i = 0; i < FX_MAX_WORKERS; i++) {
-        while (nstash[i])
-            cairn_msg_destroy(&stash[i][--nstash[i]]);
-    }
-    fx_teardown(f);
+    fx_teardown(f); /* drops the stashed dispatches too */
     free(f);
     return 0;
-}
-
-static void ack_membership(struct fx *f, int i, struct cairn_msg *r)
-{
-    uint64_t e = 0;
-    cairn_msg_get_u64(r, "epoch", &e);
-    f->w[i].epoch = e;
-    struct cairn_msg *ack = cairn_msg_reply(r, CAIRN_OK, NULL);
-    cairn_sock_send(f->w[i].s, ack);
-    cairn_msg_destroy(&ack);
-}
-
-/* Keep a dispatch for later, acknowledging it (the worker accepted the job). */
-static void stash_dispatch(struct fx *f, int i, struct cairn_msg *d)
-{
-    fx_ack(f, i, d, CAIRN_OK);
-    assert_true(nstash[i] < MAX_STASH);
-    stash[i][nstash[i]++] = d;
-}
-
-/* Worker-side call: the reply to *m; dispatches meanwhile are stashed, membership acknowledged. */
-static struct cairn_msg *wk_call(struct fx *f, int i, struct cairn_msg **m)
-{
-    uint64_t rid = cairn_msg_rid(*m);
-    assert_int_equal(cairn_sock_send(f->w[i].s, *m), CAIRN_OK);
-    cairn_msg_destroy(m);
-    for (;;) {
-        struct cairn_msg *r = fx_recv(f, f->w[i].s, 5000);
-        if (!r)
-            fail_msg("worker %d: no reply within 5 s", i);
-        if (cairn_msg_is_reply(r) && cairn_msg_rid(r) == rid)
-            return r;
-        if (!cairn_msg_is_reply(r) && cairn_msg_type(r) == CAIRN_MSG_MEMBERSHIP)
-            ack_membership(f, i, r);
-        else if (!cairn_msg_is_reply(r) && cairn_msg_type(r) == CAIRN_MSG_JOB_DISPATCH) {
-            stash_dispatch(f, i, r);
-            continue;
-        }
-        cairn_msg_destroy(&r);
-    }
 }
 
 /* Register worker i with a capacity and (when listed != NULL) the sandboxes it runs. */
@@ -112,85 +62,10 @@ static void wk_register(struct fx *f, int i, uint64_t capacity, const char *cons
         for (size_t k = 0; listed[k]; k++)
             cairn_mval_push_str(m, a, listed[k]);
     }
-    struct cairn_msg *r = wk_call(f, i, &m);
+    struct cairn_msg *r = fx_wk_call(f, i, &m);
     assert_int_equal(cairn_msg_code(r), CAIRN_OK);
     f->w[i].epoch = fx_u64(r, "epoch");
     cairn_msg_destroy(&r);
-}
-
-/* The next job.dispatch of worker i (acknowledged), or NULL. */
-static struct cairn_msg *wk_dispatch(struct fx *f, int i, int timeout_ms)
-{
-    uint64_t end = cairn_now_mono_ns() + (uint64_t)timeout_ms * 1000000ull;
-    for (;;) {
-        if (nstash[i]) {
-            struct cairn_msg *d = stash[i][0];
-            memmove(&stash[i][0], &stash[i][1], (nstash[i] - 1) * sizeof(stash[i][0]));
-            nstash[i]--;
-            return d;
-        }
-        if (!f->w[i].s || cairn_now_mono_ns() > end)
-            return NULL;
-        struct cairn_msg *r = fx_recv(f, f->w[i].s, 20);
-        if (!r)
-            continue;
-        if (!cairn_msg_is_reply(r) && cairn_msg_type(r) == CAIRN_MSG_JOB_DISPATCH) {
-            fx_ack(f, i, r, CAIRN_OK);
-            return r;
-        }
-        if (!cairn_msg_is_reply(r) && cairn_msg_type(r) == CAIRN_MSG_MEMBERSHIP)
-            ack_membership(f, i, r);
-        cairn_msg_destroy(&r);
-    }
-}
-
-/* The next dispatch to any connected worker; *wi gets which. */
-static struct cairn_msg *wk_dispatch_any(struct fx *f, int *wi, int timeout_ms)
-{
-    uint64_t end = cairn_now_mono_ns() + (uint64_t)timeout_ms * 1000000ull;
-    while (cairn_now_mono_ns() < end) {
-        for (int i = 0; i < FX_MAX_WORKERS; i++) {
-            if (!f->w[i].s && !nstash[i])
-                continue;
-            struct cairn_msg *d = wk_dispatch(f, i, 1);
-            if (d) {
-                *wi = i;
-                return d;
-            }
-        }
-    }
-    return NULL;
-}
-
-static const struct cairn_mval *params_of(const struct cairn_msg *d)
-{
-    const struct cairn_mval *p = NULL;
-    size_t n = 0;
-    assert_int_equal(cairn_msg_get_map(d, "params", &p, &n), CAIRN_OK);
-    return p;
-}
-
-static const char *pstr(const struct cairn_mval *map, const char *key)
-{
-    const char *s = NULL;
-    size_t n = 0;
-    if (cairn_mval_str(cairn_mval_get(map, key), &s, &n) != CAIRN_OK)
-        return "";
-    return s;
-}
-
-static uint64_t pu64(const struct cairn_mval *map, const char *key)
-{
-    uint64_t v = UINT64_MAX;
-    cairn_mval_u64(cairn_mval_get(map, key), &v);
-    return v;
-}
-
-static bool pbool(const struct cairn_mval *map, const char *key)
-{
-    bool v = false;
-    cairn_mval_bool(cairn_mval_get(map, key), &v);
-    return v;
 }
 
 /* ---- worker results ---------------------------------------------------------------------------- */
@@ -229,7 +104,7 @@ static int wk_result_ok(struct fx *f, int i, const char *job, enum res_kind k, c
         break;
     case RES_EMPTY: break;
     }
-    struct cairn_msg *r = wk_call(f, i, &m);
+    struct cairn_msg *r = fx_wk_call(f, i, &m);
     int rc = cairn_msg_code(r);
     cairn_msg_destroy(&r);
     return rc;
@@ -241,7 +116,7 @@ static int wk_result_err(struct fx *f, int i, const char *job, uint32_t code, co
     cairn_msg_set_str(m, "job", job);
     cairn_msg_set_u64(m, "err_code", code);
     cairn_msg_set_str(m, "err_msg", msg);
-    struct cairn_msg *r = wk_call(f, i, &m);
+    struct cairn_msg *r = fx_wk_call(f, i, &m);
     int rc = cairn_msg_code(r);
     cairn_msg_destroy(&r);
     return rc;
@@ -256,7 +131,7 @@ static struct cairn_msg *wk_output(struct fx *f, int i, const char *job, uint64_
     cairn_msg_set_u64(m, "seq", seq);
     cairn_msg_set_u64(m, "stream", stream);
     cairn_msg_add_frame(m, data, len);
-    return wk_call(f, i, &m);
+    return fx_wk_call(f, i, &m);
 }
 
 /* ---- client calls ------------------------------------------------------------------------------ */
@@ -285,11 +160,11 @@ static char *import_image(struct fx *f, const char *upload, const char *name)
     char *job = strdup(fx_str(r, "job"));
     cairn_msg_destroy(&r);
     int wi = -1;
-    struct cairn_msg *d = wk_dispatch_any(f, &wi, 3000);
+    struct cairn_msg *d = fx_wk_dispatch_any(f, &wi, 3000);
     assert_non_null(d);
     assert_string_equal(fx_str(d, "kind"), "image-import");
     assert_string_equal(fx_str(d, "job"), job);
-    char *image = strdup(pstr(params_of(d), "image"));
+    char *image = strdup(fx_pstr(fx_params(d), "image"));
     cairn_msg_destroy(&d);
     assert_int_equal(wk_result_ok(f, wi, job, RES_IMPORT, image, 0), CAIRN_OK);
     free(job);
@@ -314,10 +189,10 @@ static char *make_sandbox(struct fx *f, const char *req_id, const char *image, c
     struct cairn_msg *r = fx_expect(f, &m, CAIRN_OK);
     char *job = strdup(fx_str(r, "job"));
     cairn_msg_destroy(&r);
-    struct cairn_msg *d = wk_dispatch_any(f, wi, 3000);
+    struct cairn_msg *d = fx_wk_dispatch_any(f, wi, 3000);
     assert_non_null(d);
     assert_string_equal(fx_str(d, "kind"), "sandbox-create");
-    char *sb = strdup(pstr(params_of(d), "sandbox"));
+    char *sb = strdup(fx_pstr(fx_params(d), "sandbox"));
     cairn_msg_destroy(&d);
     assert_int_equal(wk_result_ok(f, *wi, job, RES_CREATE, NULL, 0), CAIRN_OK);
     free(job);
@@ -410,14 +285,14 @@ static void test_import(void **state)
     /* the job goes to the first worker; the upload is readable only by it, only while it runs */
     wk_register(f, 0, 4, NULL);
     wk_register(f, 1, 4, NULL);
-    struct cairn_msg *d = wk_dispatch(f, 0, 3000);
+    struct cairn_msg *d = fx_wk_dispatch(f, 0, 3000);
     assert_non_null(d);
     assert_string_equal(fx_str(d, "kind"), "image-import");
-    const struct cairn_mval *p = params_of(d);
-    char *image = strdup(pstr(p, "image"));
+    const struct cairn_mval *p = fx_params(d);
+    char *image = strdup(fx_pstr(p, "image"));
     assert_memory_equal(image, "im-", 3);
-    assert_string_equal(pstr(p, "app"), "app1");
-    assert_int_equal(pu64(p, "size"), 3000);
+    assert_string_equal(fx_pstr(p, "app"), "app1");
+    assert_int_equal(fx_pu64(p, "size"), 3000);
     cairn_msg_destroy(&d);
     m = fx_app_req(f, CAIRN_MSG_IMAGE_SHOW);
     cairn_msg_set_str(m, "image", image);
@@ -428,7 +303,7 @@ static void test_import(void **state)
     cairn_msg_set_str(m, "job", job);
     cairn_msg_set_u64(m, "offset", 100);
     cairn_msg_set_u64(m, "len", 1 << 20);
-    r = wk_call(f, 0, &m);
+    r = fx_wk_call(f, 0, &m);
     assert_int_equal(cairn_msg_code(r), CAIRN_OK);
     assert_int_equal(fx_u64(r, "size"), 3000);
     const uint8_t *got;
@@ -442,7 +317,7 @@ static void test_import(void **state)
     cairn_msg_set_str(m, "job", job);
     cairn_msg_set_u64(m, "offset", 5000);
     cairn_msg_set_u64(m, "len", 10);
-    r = wk_call(f, 0, &m);
+    r = fx_wk_call(f, 0, &m);
     assert_int_equal(cairn_msg_code(r), CAIRN_OK);
     assert_int_equal(cairn_msg_frame(r, 0, &got, &glen), CAIRN_OK);
     assert_int_equal(glen, 0);
@@ -451,14 +326,14 @@ static void test_import(void **state)
     cairn_msg_set_str(m, "job", job);
     cairn_msg_set_u64(m, "offset", 0);
     cairn_msg_set_u64(m, "len", 10);
-    r = wk_call(f, 1, &m);
+    r = fx_wk_call(f, 1, &m);
     assert_int_equal(cairn_msg_code(r), CAIRN_EPERM);
     cairn_msg_destroy(&r);
     m = fx_worker_req(f, 0, CAIRN_MSG_UPLOAD_READ); /* unknown job */
     cairn_msg_set_str(m, "job", "jb-0123456789abcdef");
     cairn_msg_set_u64(m, "offset", 0);
     cairn_msg_set_u64(m, "len", 10);
-    r = wk_call(f, 0, &m);
+    r = fx_wk_call(f, 0, &m);
     assert_int_equal(cairn_msg_code(r), CAIRN_ENOTFOUND);
     cairn_msg_destroy(&r);
 
@@ -470,15 +345,15 @@ static void test_import(void **state)
     const struct cairn_mval *res;
     size_t nres;
     assert_int_equal(cairn_msg_get_map(r, "result", &res, &nres), CAIRN_OK);
-    assert_string_equal(pstr(res, "id"), image);
-    assert_string_equal(pstr(res, "image"), image);
+    assert_string_equal(fx_pstr(res, "id"), image);
+    assert_string_equal(fx_pstr(res, "image"), image);
     assert_null(cairn_mval_get(res, "manifest"));
     cairn_msg_destroy(&r);
     m = fx_worker_req(f, 0, CAIRN_MSG_UPLOAD_READ);
     cairn_msg_set_str(m, "job", job);
     cairn_msg_set_u64(m, "offset", 0);
     cairn_msg_set_u64(m, "len", 10);
-    r = wk_call(f, 0, &m);
+    r = fx_wk_call(f, 0, &m);
     assert_int_equal(cairn_msg_code(r), CAIRN_ENOTFOUND);
     cairn_msg_destroy(&r);
 
@@ -486,13 +361,13 @@ static void test_import(void **state)
     cairn_msg_set_str(m, "image", image);
     r = fx_expect(f, &m, CAIRN_OK);
     const struct cairn_mval *img = cairn_msg_get(r, "image");
-    assert_string_equal(pstr(img, "id"), image);
-    assert_string_equal(pstr(img, "kind"), "base");
-    assert_string_equal(pstr(img, "name"), "default");
-    assert_string_equal(pstr(img, "encryption"), "managed");
-    assert_string_equal(pstr(img, "retention"), "never");
-    assert_int_equal(pu64(img, "size"), 12345);
-    assert_int_equal(pu64(img, "files"), 11);
+    assert_string_equal(fx_pstr(img, "id"), image);
+    assert_string_equal(fx_pstr(img, "kind"), "base");
+    assert_string_equal(fx_pstr(img, "name"), "default");
+    assert_string_equal(fx_pstr(img, "encryption"), "managed");
+    assert_string_equal(fx_pstr(img, "retention"), "never");
+    assert_int_equal(fx_pu64(img, "size"), 12345);
+    assert_int_equal(fx_pu64(img, "files"), 11);
     assert_null(cairn_mval_get(img, "parent"));
     assert_null(cairn_mval_get(img, "expires_at"));
     cairn_msg_destroy(&r);
@@ -570,8 +445,8 @@ static void test_import_failures_and_listing(void **state)
     struct cairn_msg *r = import_piece(f, "bad1", 0, "xyz", 3, true, 3, "broken");
     char *job = strdup(fx_str(r, "job"));
     cairn_msg_destroy(&r);
-    struct cairn_msg *d = wk_dispatch(f, 0, 3000);
-    char *image = strdup(pstr(params_of(d), "image"));
+    struct cairn_msg *d = fx_wk_dispatch(f, 0, 3000);
+    char *image = strdup(fx_pstr(fx_params(d), "image"));
     cairn_msg_destroy(&d);
     assert_non_null(coord_image_get(f->c, image));
     assert_int_equal(wk_result_err(f, 0, job, CAIRN_ECORRUPT, "not a tar archive"), CAIRN_OK);
@@ -587,8 +462,8 @@ static void test_import_failures_and_listing(void **state)
     r = import_piece(f, "bad2", 0, "xyz", 3, true, -1, NULL);
     job = strdup(fx_str(r, "job"));
     cairn_msg_destroy(&r);
-    d = wk_dispatch(f, 0, 3000);
-    image = strdup(pstr(params_of(d), "image"));
+    d = fx_wk_dispatch(f, 0, 3000);
+    image = strdup(fx_pstr(fx_params(d), "image"));
     cairn_msg_destroy(&d);
     assert_int_equal(wk_result_ok(f, 0, job, RES_EMPTY, NULL, 0), CAIRN_OK);
     assert_null(coord_image_get(f->c, image));
@@ -655,7 +530,7 @@ static void test_import_failures_and_listing(void **state)
         size_t n;
         assert_int_equal(cairn_msg_get_array(r, "images", &arr, &n), CAIRN_OK);
         for (size_t i = 0; i < n; i++)
-            assert_string_equal(pstr(cairn_mval_at(arr, i), "id"), sorted[seen++]);
+            assert_string_equal(fx_pstr(cairn_mval_at(arr, i), "id"), sorted[seen++]);
         if (page < 2) {
             assert_int_equal(n, 2);
             snprintf(after, sizeof(after), "%s", fx_str(r, "next"));
@@ -714,22 +589,22 @@ static void test_create_and_placement(void **state)
     uint64_t rid = cairn_msg_rid(m);
     assert_int_equal(cairn_sock_send(f->client, m), CAIRN_OK);
     cairn_msg_destroy(&m);
-    struct cairn_msg *d = wk_dispatch(f, 0, 3000); /* tie on slots (0 and 0): w1 by id */
+    struct cairn_msg *d = fx_wk_dispatch(f, 0, 3000); /* tie on slots (0 and 0): w1 by id */
     assert_non_null(d);
     assert_string_equal(fx_str(d, "kind"), "sandbox-create");
-    const struct cairn_mval *p = params_of(d);
-    char *s1 = strdup(pstr(p, "sandbox"));
+    const struct cairn_mval *p = fx_params(d);
+    char *s1 = strdup(fx_pstr(p, "sandbox"));
     char *s1job = strdup(fx_str(d, "job"));
     assert_memory_equal(s1, "sb-", 3);
-    const char *rt = pstr(p, "runtime_id");
+    const char *rt = fx_pstr(p, "runtime_id");
     assert_int_equal(strlen(rt), 32);
     assert_true(coord_hex_valid(rt, 32));
-    assert_string_equal(pstr(p, "hostname"), s1);
-    assert_false(pbool(p, "enable_snapshot"));
+    assert_string_equal(fx_pstr(p, "hostname"), s1);
+    assert_false(fx_pbool(p, "enable_snapshot"));
     const struct cairn_mval *layers = cairn_mval_get(p, "layers");
     assert_int_equal(cairn_mval_len(layers), 1);
-    assert_string_equal(pstr(cairn_mval_at(layers, 0), "image"), image);
-    assert_int_equal(pu64(cairn_mval_at(layers, 0), "manifest_len"), 4000);
+    assert_string_equal(fx_pstr(cairn_mval_at(layers, 0), "image"), image);
+    assert_int_equal(fx_pu64(cairn_mval_at(layers, 0), "manifest_len"), 4000);
     assert_int_equal(cairn_mval_len(cairn_mval_get(p, "cmd")), 3);
     assert_int_equal(cairn_mval_len(cairn_mval_at(cairn_mval_get(p, "cmd"), 0)), 7);
     cairn_msg_destroy(&d);
@@ -742,10 +617,10 @@ static void test_create_and_placement(void **state)
     const struct cairn_mval *res;
     size_t nres;
     assert_int_equal(cairn_msg_get_map(r, "result", &res, &nres), CAIRN_OK);
-    assert_string_equal(pstr(res, "sandbox"), s1);
-    assert_string_equal(pstr(res, "id"), s1);
-    assert_string_equal(pstr(res, "worker"), "w1");
-    assert_int_equal(pu64(res, "create_ms"), 42);
+    assert_string_equal(fx_pstr(res, "sandbox"), s1);
+    assert_string_equal(fx_pstr(res, "id"), s1);
+    assert_string_equal(fx_pstr(res, "worker"), "w1");
+    assert_int_equal(fx_pu64(res, "create_ms"), 42);
     cairn_msg_destroy(&r);
     assert_string_equal(sandbox_state(f, s1), "running");
     /* idempotent */
@@ -773,7 +648,7 @@ static void test_create_and_placement(void **state)
     r = fx_submit(f, "noop", "n1", NULL, 0);
     char *n1 = strdup(fx_str(r, "job"));
     cairn_msg_destroy(&r);
-    d = wk_dispatch_any(f, &wi, 3000);
+    d = fx_wk_dispatch_any(f, &wi, 3000);
     assert_non_null(d);
     assert_string_equal(fx_str(d, "job"), n1);
     cairn_msg_destroy(&d);
@@ -785,10 +660,10 @@ static void test_create_and_placement(void **state)
     r = fx_expect(f, &m, CAIRN_OK);
     char *tjob = strdup(fx_str(r, "job"));
     cairn_msg_destroy(&r);
-    d = wk_dispatch(f, 0, 3000);
+    d = fx_wk_dispatch(f, 0, 3000);
     assert_non_null(d);
     assert_string_equal(fx_str(d, "kind"), "sandbox-terminate");
-    assert_string_equal(pstr(params_of(d), "runtime_id"), coord_sandbox_get(f->c, s1)->rec.runtime_id);
+    assert_string_equal(fx_pstr(fx_params(d), "runtime_id"), coord_sandbox_get(f->c, s1)->rec.runtime_id);
     cairn_msg_destroy(&d);
     /* asking again answers with the same job */
     m = fx_app_req(f, CAIRN_MSG_SANDBOX_TERMINATE);
@@ -798,10 +673,10 @@ static void test_create_and_placement(void **state)
     cairn_msg_destroy(&r);
     assert_int_equal(wk_result_ok(f, 0, tjob, RES_EMPTY, NULL, 0), CAIRN_OK);
     assert_string_equal(sandbox_state(f, s1), "terminated");
-    d = wk_dispatch(f, 0, 3000);
+    d = fx_wk_dispatch(f, 0, 3000);
     assert_non_null(d);
     assert_string_equal(fx_str(d, "job"), s4job);
-    char *s4 = strdup(pstr(params_of(d), "sandbox"));
+    char *s4 = strdup(fx_pstr(fx_params(d), "sandbox"));
     cairn_msg_destroy(&d);
     assert_int_equal(wk_result_ok(f, 0, s4job, RES_CREATE, NULL, 0), CAIRN_OK);
     /* a create that fails leaves a failed sandbox */
@@ -816,7 +691,7 @@ static void test_create_and_placement(void **state)
     r = fx_expect(f, &m, CAIRN_OK);
     char *t2job = strdup(fx_str(r, "job"));
     cairn_msg_destroy(&r);
-    d = wk_dispatch(f, 1, 3000);
+    d = fx_wk_dispatch(f, 1, 3000);
     assert_string_equal(fx_str(d, "job"), t2job);
     cairn_msg_destroy(&d);
     assert_int_equal(wk_result_err(f, 1, t2job, CAIRN_ENOTFOUND, "no such sandbox"), CAIRN_OK);
@@ -825,10 +700,10 @@ static void test_create_and_placement(void **state)
     assert_string_equal(fx_str(r, "state"), "succeeded");
     cairn_msg_destroy(&r);
     /* the slot freed on w2 takes s6, which fails there */
-    d = wk_dispatch(f, 1, 3000);
+    d = fx_wk_dispatch(f, 1, 3000);
     assert_non_null(d);
     assert_string_equal(fx_str(d, "job"), s6job);
-    char *s6 = strdup(pstr(params_of(d), "sandbox"));
+    char *s6 = strdup(fx_pstr(fx_params(d), "sandbox"));
     cairn_msg_destroy(&d);
     assert_int_equal(wk_result_err(f, 1, s6job, CAIRN_EIO, "layer fetch failed"), CAIRN_OK);
     assert_string_equal(sandbox_state(f, s6), "failed");
@@ -842,9 +717,9 @@ static void test_create_and_placement(void **state)
     assert_int_equal(cairn_msg_get_array(r, "sandboxes", &arr, &n), CAIRN_OK);
     assert_int_equal(n, 3); /* s3, s4 running, s6 failed */
     for (size_t i = 0; i < n; i++) {
-        const char *st = pstr(cairn_mval_at(arr, i), "state");
+        const char *st = fx_pstr(cairn_mval_at(arr, i), "state");
         assert_true(!strcmp(st, "running") || !strcmp(st, "failed"));
-        assert_string_equal(pstr(cairn_mval_at(arr, i), "image"), image);
+        assert_string_equal(fx_pstr(cairn_mval_at(arr, i), "image"), image);
     }
     cairn_msg_destroy(&r);
     m = fx_app_req(f, CAIRN_MSG_SANDBOX_LS);
@@ -855,7 +730,7 @@ static void test_create_and_placement(void **state)
     assert_int_equal(n, 4);
     char next[32];
     snprintf(next, sizeof(next), "%s", fx_str(r, "next"));
-    assert_string_equal(next, pstr(cairn_mval_at(arr, 3), "id"));
+    assert_string_equal(next, fx_pstr(cairn_mval_at(arr, 3), "id"));
     cairn_msg_destroy(&r);
     m = fx_app_req(f, CAIRN_MSG_SANDBOX_LS);
     cairn_msg_set_bool(m, "all", true);
@@ -863,7 +738,7 @@ static void test_create_and_placement(void **state)
     r = fx_expect(f, &m, CAIRN_OK);
     assert_int_equal(cairn_msg_get_array(r, "sandboxes", &arr, &n), CAIRN_OK);
     assert_int_equal(n, 1);
-    assert_true(strcmp(pstr(cairn_mval_at(arr, 0), "id"), next) > 0);
+    assert_true(strcmp(fx_pstr(cairn_mval_at(arr, 0), "id"), next) > 0);
     assert_null(cairn_msg_get(r, "next"));
     cairn_msg_destroy(&r);
 
@@ -899,14 +774,14 @@ static char *start_exec(struct fx *f, struct cairn_sock *client, const char *sb,
     *rid = cairn_msg_rid(m);
     assert_int_equal(cairn_sock_send(client, m), CAIRN_OK);
     cairn_msg_destroy(&m);
-    struct cairn_msg *d = wk_dispatch(f, wi, 3000);
+    struct cairn_msg *d = fx_wk_dispatch(f, wi, 3000);
     assert_non_null(d);
     assert_string_equal(fx_str(d, "kind"), "sandbox-exec");
-    const struct cairn_mval *p = params_of(d);
-    assert_string_equal(pstr(p, "runtime_id"), coord_sandbox_get(f->c, sb)->rec.runtime_id);
-    assert_string_equal(pstr(p, "sandbox"), sb);
+    const struct cairn_mval *p = fx_params(d);
+    assert_string_equal(fx_pstr(p, "runtime_id"), coord_sandbox_get(f->c, sb)->rec.runtime_id);
+    assert_string_equal(fx_pstr(p, "sandbox"), sb);
     assert_int_equal(cairn_mval_len(cairn_mval_get(p, "argv")), 1);
-    assert_int_equal(pu64(p, "timeout_ms"), 1000);
+    assert_int_equal(fx_pu64(p, "timeout_ms"), 1000);
     char *job = strdup(fx_str(d, "job"));
     cairn_msg_destroy(&d);
     return job;
@@ -1179,13 +1054,13 @@ static char *snapshot(struct fx *f, const char *sb, int wi, const char *req_id, 
     char *job = strdup(fx_str(r, "job"));
     assert_string_equal(fx_str(r, "kind"), "snapshot-fs");
     cairn_msg_destroy(&r);
-    struct cairn_msg *d = wk_dispatch(f, wi, 3000);
+    struct cairn_msg *d = fx_wk_dispatch(f, wi, 3000);
     assert_non_null(d);
     assert_string_equal(fx_str(d, "kind"), "snapshot-fs");
-    const struct cairn_mval *p = params_of(d);
-    char *image = strdup(pstr(p, "image"));
-    assert_int_equal(pbool(p, "flatten"), expect_flatten);
-    assert_string_equal(pstr(p, "runtime_id"), coord_sandbox_get(f->c, sb)->rec.runtime_id);
+    const struct cairn_mval *p = fx_params(d);
+    char *image = strdup(fx_pstr(p, "image"));
+    assert_int_equal(fx_pbool(p, "flatten"), expect_flatten);
+    assert_string_equal(fx_pstr(p, "runtime_id"), coord_sandbox_get(f->c, sb)->rec.runtime_id);
     cairn_msg_destroy(&d);
     /* pending: not shown */
     m = fx_app_req(f, CAIRN_MSG_IMAGE_SHOW);
@@ -1198,8 +1073,8 @@ static char *snapshot(struct fx *f, const char *sb, int wi, const char *req_id, 
     const struct cairn_mval *res;
     size_t n;
     assert_int_equal(cairn_msg_get_map(r, "result", &res, &n), CAIRN_OK);
-    assert_string_equal(pstr(res, "image"), image);
-    assert_int_equal(pu64(res, "pause_ms"), 7);
+    assert_string_equal(fx_pstr(res, "image"), image);
+    assert_int_equal(fx_pu64(res, "pause_ms"), 7);
     cairn_msg_destroy(&r);
     free(job);
     return image;
@@ -1219,10 +1094,10 @@ static void test_snapshot_fs(void **state)
     cairn_msg_set_str(m, "image", s1);
     struct cairn_msg *r = fx_expect(f, &m, CAIRN_OK);
     const struct cairn_mval *img = cairn_msg_get(r, "image");
-    assert_string_equal(pstr(img, "kind"), "fs");
-    assert_string_equal(pstr(img, "parent"), base);
-    assert_string_equal(pstr(img, "retention"), "ttl:60");
-    uint64_t created = pu64(img, "created_at"), expires = pu64(img, "expires_at");
+    assert_string_equal(fx_pstr(img, "kind"), "fs");
+    assert_string_equal(fx_pstr(img, "parent"), base);
+    assert_string_equal(fx_pstr(img, "retention"), "ttl:60");
+    uint64_t created = fx_pu64(img, "created_at"), expires = fx_pu64(img, "expires_at");
     assert_int_equal(expires - created, 60ull * 1000000000ull);
     cairn_msg_destroy(&r);
     struct coord_image *ci = coord_image_get(f->c, s1);
@@ -1273,13 +1148,13 @@ static void test_snapshot_fs(void **state)
     r = fx_expect(f, &m, CAIRN_OK);
     char *deepjob = strdup(fx_str(r, "job"));
     cairn_msg_destroy(&r);
-    struct cairn_msg *d = wk_dispatch(f, wi, 3000);
-    const struct cairn_mval *layers = cairn_mval_get(params_of(d), "layers");
+    struct cairn_msg *d = fx_wk_dispatch(f, wi, 3000);
+    const struct cairn_mval *layers = cairn_mval_get(fx_params(d), "layers");
     assert_int_equal(cairn_mval_len(layers), 15);
-    assert_string_equal(pstr(cairn_mval_at(layers, 0), "image"), top);
-    assert_string_equal(pstr(cairn_mval_at(layers, 13), "image"), s1);
-    assert_string_equal(pstr(cairn_mval_at(layers, 14), "image"), base);
-    char *deep = strdup(pstr(params_of(d), "sandbox"));
+    assert_string_equal(fx_pstr(cairn_mval_at(layers, 0), "image"), top);
+    assert_string_equal(fx_pstr(cairn_mval_at(layers, 13), "image"), s1);
+    assert_string_equal(fx_pstr(cairn_mval_at(layers, 14), "image"), base);
+    char *deep = strdup(fx_pstr(fx_params(d), "sandbox"));
     cairn_msg_destroy(&d);
     assert_int_equal(wk_result_ok(f, wi, deepjob, RES_CREATE, NULL, 0), CAIRN_OK);
     char *flat = snapshot(f, deep, wi, "flat", 0, true);
@@ -1302,8 +1177,8 @@ static void test_snapshot_fs(void **state)
     r = fx_expect(f, &m, CAIRN_OK);
     char *fj = strdup(fx_str(r, "job"));
     cairn_msg_destroy(&r);
-    d = wk_dispatch(f, wi, 3000);
-    char *fimg = strdup(pstr(params_of(d), "image"));
+    d = fx_wk_dispatch(f, wi, 3000);
+    char *fimg = strdup(fx_pstr(fx_params(d), "image"));
     cairn_msg_destroy(&d);
     assert_non_null(coord_image_get(f->c, fimg));
     assert_int_equal(wk_result_err(f, wi, fj, CAIRN_EIO, "capture failed"), CAIRN_OK);
@@ -1315,7 +1190,7 @@ static void test_snapshot_fs(void **state)
     r = fx_expect(f, &m, CAIRN_OK);
     char *tj = strdup(fx_str(r, "job"));
     cairn_msg_destroy(&r);
-    d = wk_dispatch(f, wi, 3000);
+    d = fx_wk_dispatch(f, wi, 3000);
     cairn_msg_destroy(&d);
     assert_int_equal(wk_result_ok(f, wi, tj, RES_EMPTY, NULL, 0), CAIRN_OK);
     free(tj);
@@ -1376,7 +1251,7 @@ static void test_worker_death_and_registration(void **state)
         cairn_msg_set_u64(hb, "bytes", 0);
         cairn_msg_set_u64(hb, "sandboxes", 2);
         cairn_msg_set_array(hb, "jobs");
-        struct cairn_msg *r = wk_call(f, 1, &hb);
+        struct cairn_msg *r = fx_wk_call(f, 1, &hb);
         cairn_msg_destroy(&r);
         fx_pump(f, 50);
     }
@@ -1391,7 +1266,7 @@ static void test_worker_death_and_registration(void **state)
     const struct cairn_mval *ws;
     size_t nw;
     assert_int_equal(cairn_msg_get_array(r, "workers", &ws, &nw), CAIRN_OK);
-    assert_int_equal(pu64(cairn_mval_at(ws, 1), "sandboxes"), 2);
+    assert_int_equal(fx_pu64(cairn_mval_at(ws, 1), "sandboxes"), 2);
     cairn_msg_destroy(&r);
 
     /* calls on its sandboxes: EUNAVAILABLE naming the worker */
@@ -1422,10 +1297,10 @@ static void test_worker_death_and_registration(void **state)
     assert_null(coord_sandbox_get(f->c, a2)->rec.err_msg);
     assert_string_equal(sandbox_state(f, a1), "terminated");
     assert_int_equal(f->c->wlist[0]->nsbx, 1);
-    struct cairn_msg *d = wk_dispatch(f, 0, 3000);
+    struct cairn_msg *d = fx_wk_dispatch(f, 0, 3000);
     assert_non_null(d);
     assert_string_equal(fx_str(d, "kind"), "sandbox-terminate");
-    assert_string_equal(pstr(params_of(d), "runtime_id"), coord_sandbox_get(f->c, a1)->rec.runtime_id);
+    assert_string_equal(fx_pstr(fx_params(d), "runtime_id"), coord_sandbox_get(f->c, a1)->rec.runtime_id);
     assert_int_equal(wk_result_ok(f, 0, fx_str(d, "job"), RES_EMPTY, NULL, 0), CAIRN_OK);
     cairn_msg_destroy(&d);
     assert_string_equal(sandbox_state(f, a1), "terminated");
@@ -1468,14 +1343,12 @@ static void test_restart_keeps_records(void **state)
     r = import_piece(f, "inflight", 0, "tar", 3, true, -1, NULL);
     char *ijob = strdup(fx_str(r, "job"));
     cairn_msg_destroy(&r);
-    struct cairn_msg *d = wk_dispatch(f, 0, 3000);
-    char *iimg = strdup(pstr(params_of(d), "image"));
+    struct cairn_msg *d = fx_wk_dispatch(f, 0, 3000);
+    char *iimg = strdup(fx_pstr(fx_params(d), "image"));
     cairn_msg_destroy(&d);
 
     fx_coord_stop(f);
-    for (int i = 0; i < FX_MAX_WORKERS; i++)
-        while (nstash[i])
-            cairn_msg_destroy(&stash[i][--nstash[i]]);
+    fx_stash_drop(f);
     /* a stray upload file (of no upload and no running import) is deleted at start-up */
     tu_write_file(tu_path("%s/data/uploads/jb-00000000000000aa.tar", f->dir), "junk", 4);
     fx_coord_start(f);
@@ -1501,7 +1374,7 @@ static void test_restart_keeps_records(void **state)
     assert_int_equal(f->c->wlist[0]->nsbx, 1);
     assert_int_equal(wk_result_ok(f, 0, ijob, RES_IMPORT, iimg, 0), CAIRN_OK);
     assert_int_equal(coord_image_get(f->c, iimg)->rec.state, COORD_IMAGE_READY);
-    d = wk_dispatch(f, 0, 3000);
+    d = fx_wk_dispatch(f, 0, 3000);
     assert_non_null(d);
     assert_string_equal(fx_str(d, "job"), hjob);
     cairn_msg_destroy(&d);

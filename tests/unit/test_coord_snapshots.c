@@ -23,11 +23,7 @@
 
 #include "coord_value.h"
 
-#define MAX_STASH 64
 #define DAY_S (24ull * 3600)
-
-static struct cairn_msg *stash[FX_MAX_WORKERS][MAX_STASH];
-static size_t nstash[FX_MAX_WORKERS];
 
 static int setup(void **state)
 {
@@ -41,58 +37,12 @@ static int setup(void **state)
     return 0;
 }
 
-static void drop_stash(void)
-{
-    for (int i = 0; i < FX_MAX_WORKERS; i++)
-        while (nstash[i])
-            cairn_msg_destroy(&stash[i][--nstash[i]]);
-}
-
 static int teardown(void **state)
 {
     struct fx *f = *state;
-    drop_stash();
-    fx_teardown(f);
+    fx_teardown(f); /* drops the stashed dispatches too */
     free(f);
     return 0;
-}
-
-static void ack_membership(struct fx *f, int i, struct cairn_msg *r)
-{
-    uint64_t e = 0;
-    cairn_msg_get_u64(r, "epoch", &e);
-    f->w[i].epoch = e;
-    struct cairn_msg *ack = cairn_msg_reply(r, CAIRN_OK, NULL);
-    cairn_sock_send(f->w[i].s, ack);
-    cairn_msg_destroy(&ack);
-}
-
-static void stash_dispatch(struct fx *f, int i, struct cairn_msg *d)
-{
-    fx_ack(f, i, d, CAIRN_OK);
-    assert_true(nstash[i] < MAX_STASH);
-    stash[i][nstash[i]++] = d;
-}
-
-static struct cairn_msg *wk_call(struct fx *f, int i, struct cairn_msg **m)
-{
-    uint64_t rid = cairn_msg_rid(*m);
-    assert_int_equal(cairn_sock_send(f->w[i].s, *m), CAIRN_OK);
-    cairn_msg_destroy(m);
-    for (;;) {
-        struct cairn_msg *r = fx_recv(f, f->w[i].s, 5000);
-        if (!r)
-            fail_msg("worker %d: no reply within 5 s", i);
-        if (cairn_msg_is_reply(r) && cairn_msg_rid(r) == rid)
-            return r;
-        if (!cairn_msg_is_reply(r) && cairn_msg_type(r) == CAIRN_MSG_MEMBERSHIP)
-            ack_membership(f, i, r);
-        else if (!cairn_msg_is_reply(r) && cairn_msg_type(r) == CAIRN_MSG_JOB_DISPATCH) {
-            stash_dispatch(f, i, r);
-            continue;
-        }
-        cairn_msg_destroy(&r);
-    }
 }
 
 static void wk_register(struct fx *f, int i, uint64_t capacity, const char *fingerprint)
@@ -102,7 +52,7 @@ static void wk_register(struct fx *f, int i, uint64_t capacity, const char *fing
     struct cairn_msg *m = fx_register_msg(f, i, f->w[i].id, f->w[i].keys.public_z85);
     cairn_msg_set_u64(m, "capacity", capacity);
     cairn_msg_set_str(m, "fingerprint", fingerprint);
-    struct cairn_msg *r = wk_call(f, i, &m);
+    struct cairn_msg *r = fx_wk_call(f, i, &m);
     assert_int_equal(cairn_msg_code(r), CAIRN_OK);
     f->w[i].epoch = fx_u64(r, "epoch");
     cairn_msg_destroy(&r);
@@ -117,80 +67,14 @@ static void wk_beat(struct fx *f, int i)
     cairn_msg_set_u64(m, "bytes", 0);
     cairn_msg_set_u64(m, "sandboxes", 0);
     cairn_msg_set_array(m, "jobs");
-    struct cairn_msg *r = wk_call(f, i, &m);
+    struct cairn_msg *r = fx_wk_call(f, i, &m);
     assert_int_equal(cairn_msg_code(r), CAIRN_OK);
     cairn_msg_destroy(&r);
 }
 
-static struct cairn_msg *wk_dispatch(struct fx *f, int i, int timeout_ms)
-{
-    uint64_t end = cairn_now_mono_ns() + (uint64_t)timeout_ms * 1000000ull;
-    for (;;) {
-        if (nstash[i]) {
-            struct cairn_msg *d = stash[i][0];
-            memmove(&stash[i][0], &stash[i][1], (nstash[i] - 1) * sizeof(stash[i][0]));
-            nstash[i]--;
-            return d;
-        }
-        if (!f->w[i].s || cairn_now_mono_ns() > end)
-            return NULL;
-        struct cairn_msg *r = fx_recv(f, f->w[i].s, 20);
-        if (!r)
-            continue;
-        if (!cairn_msg_is_reply(r) && cairn_msg_type(r) == CAIRN_MSG_JOB_DISPATCH) {
-            fx_ack(f, i, r, CAIRN_OK);
-            return r;
-        }
-        if (!cairn_msg_is_reply(r) && cairn_msg_type(r) == CAIRN_MSG_MEMBERSHIP)
-            ack_membership(f, i, r);
-        cairn_msg_destroy(&r);
-    }
-}
-
-static struct cairn_msg *wk_dispatch_any(struct fx *f, int *wi, int timeout_ms)
-{
-    uint64_t end = cairn_now_mono_ns() + (uint64_t)timeout_ms * 1000000ull;
-    while (cairn_now_mono_ns() < end) {
-        for (int i = 0; i < FX_MAX_WORKERS; i++) {
-            if (!f->w[i].s && !nstash[i])
-                continue;
-            struct cairn_msg *d = wk_dispatch(f, i, 1);
-            if (d) {
-                *wi = i;
-                return d;
-            }
-        }
-    }
-    return NULL;
-}
-
-static const struct cairn_mval *params_of(const struct cairn_msg *d)
-{
-    const struct cairn_mval *p = NULL;
-    size_t n = 0;
-    assert_int_equal(cairn_msg_get_map(d, "params", &p, &n), CAIRN_OK);
-    return p;
-}
-
-static const char *pstr(const struct cairn_mval *map, const char *key)
-{
-    const char *s = NULL;
-    size_t n = 0;
-    if (cairn_mval_str(cairn_mval_get(map, key), &s, &n) != CAIRN_OK)
-        return "";
-    return s;
-}
-
-static uint64_t pu64(const struct cairn_mval *map, const char *key)
-{
-    uint64_t v = UINT64_MAX;
-    cairn_mval_u64(cairn_mval_get(map, key), &v);
-    return v;
-}
-
 static int wk_send_result(struct fx *f, int i, struct cairn_msg **m)
 {
-    struct cairn_msg *r = wk_call(f, i, m);
+    struct cairn_msg *r = fx_wk_call(f, i, m);
     int rc = cairn_msg_code(r);
     cairn_msg_destroy(&r);
     return rc;
@@ -265,10 +149,10 @@ static char *import_image(struct fx *f, const char *upload, int wi)
     struct cairn_msg *r = fx_expect(f, &m, CAIRN_OK);
     char *job = strdup(fx_str(r, "job"));
     cairn_msg_destroy(&r);
-    struct cairn_msg *d = wk_dispatch(f, wi, 3000);
+    struct cairn_msg *d = fx_wk_dispatch(f, wi, 3000);
     assert_non_null(d);
     assert_string_equal(fx_str(d, "kind"), "image-import");
-    char *image = strdup(pstr(params_of(d), "image"));
+    char *image = strdup(fx_pstr(fx_params(d), "image"));
     cairn_msg_destroy(&d);
     m = fx_worker_req(f, wi, CAIRN_MSG_JOB_RESULT);
     cairn_msg_set_str(m, "job", job);
@@ -299,10 +183,10 @@ static char *make_sandbox(struct fx *f, const char *req_id, bool snap, int wi)
     struct cairn_msg *r = fx_expect(f, &m, CAIRN_OK);
     char *job = strdup(fx_str(r, "job"));
     cairn_msg_destroy(&r);
-    struct cairn_msg *d = wk_dispatch(f, wi, 3000);
+    struct cairn_msg *d = fx_wk_dispatch(f, wi, 3000);
     assert_non_null(d);
     assert_string_equal(fx_str(d, "kind"), "sandbox-create");
-    char *sb = strdup(pstr(params_of(d), "sandbox"));
+    char *sb = strdup(fx_pstr(fx_params(d), "sandbox"));
     cairn_msg_destroy(&d);
     assert_int_equal(wk_result_ok(f, wi, job), CAIRN_OK);
     free(job);
@@ -345,22 +229,22 @@ static char *take_snapshot(struct fx *f, const char *sb, int wi, const char *req
     assert_string_equal(fx_str(r, "kind"), "sandbox-snapshot");
     char *job = strdup(fx_str(r, "job"));
     cairn_msg_destroy(&r);
-    struct cairn_msg *d = wk_dispatch(f, wi, 3000);
+    struct cairn_msg *d = fx_wk_dispatch(f, wi, 3000);
     assert_non_null(d);
     assert_string_equal(fx_str(d, "kind"), "sandbox-snapshot");
     assert_string_equal(fx_str(d, "job"), job);
-    const struct cairn_mval *p = params_of(d);
-    assert_string_equal(pstr(p, "sandbox"), sb);
-    assert_string_equal(pstr(p, "runtime_id"), coord_sandbox_get(f->c, sb)->rec.runtime_id);
-    assert_string_equal(pstr(p, "worker"), f->w[wi].id);
-    char *sn = strdup(pstr(p, "snapshot"));
+    const struct cairn_mval *p = fx_params(d);
+    assert_string_equal(fx_pstr(p, "sandbox"), sb);
+    assert_string_equal(fx_pstr(p, "runtime_id"), coord_sandbox_get(f->c, sb)->rec.runtime_id);
+    assert_string_equal(fx_pstr(p, "worker"), f->w[wi].id);
+    char *sn = strdup(fx_pstr(p, "snapshot"));
     assert_memory_equal(sn, "sn-", 3);
     cairn_msg_destroy(&d);
     assert_int_equal(wk_snap_result(f, wi, job, sn, fp, mount), CAIRN_OK);
     r = fx_job_get(f, job, 0);
     assert_string_equal(fx_str(r, "state"), "succeeded");
     const struct cairn_mval *res = cairn_msg_get(r, "result");
-    assert_string_equal(pstr(res, "id"), sn);
+    assert_string_equal(fx_pstr(res, "id"), sn);
     cairn_msg_destroy(&r);
     free(job);
     return sn;
@@ -405,14 +289,14 @@ static void take_clones(struct fx *f, const char *sn, struct clone *cl, size_t n
 {
     for (size_t k = 0; k < n; k++) {
         int wi = -1;
-        struct cairn_msg *d = wk_dispatch_any(f, &wi, 3000);
+        struct cairn_msg *d = fx_wk_dispatch_any(f, &wi, 3000);
         assert_non_null(d);
         assert_string_equal(fx_str(d, "kind"), "sandbox-restore");
-        const struct cairn_mval *p = params_of(d);
-        assert_string_equal(pstr(p, "snapshot"), sn);
-        assert_string_equal(pstr(p, "worker"), f->w[wi].id);
+        const struct cairn_mval *p = fx_params(d);
+        assert_string_equal(fx_pstr(p, "snapshot"), sn);
+        assert_string_equal(fx_pstr(p, "worker"), f->w[wi].id);
         snprintf(cl[k].job, sizeof(cl[k].job), "%s", fx_str(d, "job"));
-        snprintf(cl[k].sb, sizeof(cl[k].sb), "%s", pstr(p, "sandbox"));
+        snprintf(cl[k].sb, sizeof(cl[k].sb), "%s", fx_pstr(p, "sandbox"));
         cl[k].wi = wi;
         cairn_msg_destroy(&d);
     }
@@ -464,7 +348,7 @@ static void test_refusals(void **state)
     uint64_t xrid = cairn_msg_rid(m);
     assert_int_equal(cairn_sock_send(f->client, m), CAIRN_OK);
     cairn_msg_destroy(&m);
-    struct cairn_msg *d = wk_dispatch(f, 0, 3000);
+    struct cairn_msg *d = fx_wk_dispatch(f, 0, 3000);
     assert_non_null(d);
     assert_string_equal(fx_str(d, "kind"), "sandbox-exec");
     char *xjob = strdup(fx_str(d, "job"));
@@ -534,9 +418,9 @@ static void test_refusals(void **state)
     assert_string_equal(fx_str(r, "job"), job);
     cairn_msg_destroy(&r);
     /* the worker refuses (an exec it knows of): nothing visible, the sandbox still runs */
-    d = wk_dispatch(f, 0, 3000);
+    d = fx_wk_dispatch(f, 0, 3000);
     assert_non_null(d);
-    char *sn = strdup(pstr(params_of(d), "snapshot"));
+    char *sn = strdup(fx_pstr(fx_params(d), "snapshot"));
     cairn_msg_destroy(&d);
     assert_int_equal(wk_result_err(f, 0, job, CAIRN_EBUSY, "an exec is still running"), CAIRN_OK);
     assert_string_equal(sandbox_state(f, sb), "running");
@@ -554,7 +438,7 @@ static void test_refusals(void **state)
         found = found || !strcmp(ids[i], sn);
     assert_true(found || coord_snapshot_get(f->c, sn)->collected);
     cairn_free(ids);
-    assert_null(wk_dispatch(f, 0, 100));
+    assert_null(fx_wk_dispatch(f, 0, 100));
     free(sn);
     free(job);
 
@@ -563,17 +447,17 @@ static void test_refusals(void **state)
     r = fx_expect(f, &m, CAIRN_OK);
     job = strdup(fx_str(r, "job"));
     cairn_msg_destroy(&r);
-    d = wk_dispatch(f, 0, 3000);
+    d = fx_wk_dispatch(f, 0, 3000);
     cairn_msg_destroy(&d);
     assert_int_equal(wk_result_err(f, 0, job, CAIRN_EIO, "store the checkpoint: disk full"), CAIRN_OK);
     r = fx_job_get(f, job, 0);
     assert_string_equal(fx_str(r, "state"), "failed");
     assert_string_equal(fx_str(r, "err_msg"), "store the checkpoint: disk full");
     cairn_msg_destroy(&r);
-    d = wk_dispatch(f, 0, 3000);
+    d = fx_wk_dispatch(f, 0, 3000);
     assert_non_null(d);
     assert_string_equal(fx_str(d, "kind"), "sandbox-terminate");
-    assert_string_equal(pstr(params_of(d), "sandbox"), sb);
+    assert_string_equal(fx_pstr(fx_params(d), "sandbox"), sb);
     assert_int_equal(wk_result_err(f, 0, fx_str(d, "job"), CAIRN_ENOTFOUND, "no such sandbox"), CAIRN_OK);
     cairn_msg_destroy(&d);
     assert_string_equal(sandbox_state(f, sb), "terminated");
@@ -601,9 +485,9 @@ static void test_snapshot_record(void **state)
     struct cairn_msg *r = fx_expect(f, &m, CAIRN_OK);
     char *job = strdup(fx_str(r, "job"));
     cairn_msg_destroy(&r);
-    struct cairn_msg *d = wk_dispatch(f, 0, 3000);
+    struct cairn_msg *d = fx_wk_dispatch(f, 0, 3000);
     assert_non_null(d);
-    char *sn = strdup(pstr(params_of(d), "snapshot"));
+    char *sn = strdup(fx_pstr(fx_params(d), "snapshot"));
     cairn_msg_destroy(&d);
     /* pending: invisible */
     m = show_req(f, sn);
@@ -626,9 +510,9 @@ static void test_snapshot_record(void **state)
     r = fx_job_get(f, job, 0);
     assert_string_equal(fx_str(r, "state"), "succeeded");
     const struct cairn_mval *res = cairn_msg_get(r, "result");
-    assert_string_equal(pstr(res, "id"), sn);
-    assert_string_equal(pstr(res, "snapshot"), sn);
-    assert_int_equal(pu64(res, "checkpoint_ms"), 12);
+    assert_string_equal(fx_pstr(res, "id"), sn);
+    assert_string_equal(fx_pstr(res, "snapshot"), sn);
+    assert_int_equal(fx_pu64(res, "checkpoint_ms"), 12);
     assert_null(cairn_mval_get(res, "root")); /* the trees stay in the coordinator */
     cairn_msg_destroy(&r);
     assert_string_equal(sandbox_state(f, sb), "terminated");
@@ -637,16 +521,16 @@ static void test_snapshot_record(void **state)
     m = show_req(f, sn);
     r = fx_expect(f, &m, CAIRN_OK);
     const struct cairn_mval *s = cairn_msg_get(r, "snapshot");
-    assert_string_equal(pstr(s, "id"), sn);
-    assert_string_equal(pstr(s, "sandbox"), sb);
-    assert_string_equal(pstr(s, "image"), image);
-    assert_string_equal(pstr(s, "fingerprint"), "fp-a");
+    assert_string_equal(fx_pstr(s, "id"), sn);
+    assert_string_equal(fx_pstr(s, "sandbox"), sb);
+    assert_string_equal(fx_pstr(s, "image"), image);
+    assert_string_equal(fx_pstr(s, "fingerprint"), "fp-a");
     assert_null(cairn_mval_get(s, "parent"));
-    assert_int_equal(pu64(s, "size"), 1000);
-    assert_int_equal(pu64(s, "stored"), 500);
-    uint64_t created = pu64(s, "created_at");
+    assert_int_equal(fx_pu64(s, "size"), 1000);
+    assert_int_equal(fx_pu64(s, "stored"), 500);
+    uint64_t created = fx_pu64(s, "created_at");
     assert_true(created >= (uint64_t)before && created <= (uint64_t)after);
-    assert_int_equal(pu64(s, "expires_at"), created + 7 * DAY_S * 1000000000ull);
+    assert_int_equal(fx_pu64(s, "expires_at"), created + 7 * DAY_S * 1000000000ull);
     const struct cairn_mval *mounts = cairn_mval_get(s, "mounts");
     assert_int_equal(cairn_mval_len(mounts), 1);
     const char *path = NULL;
@@ -664,8 +548,8 @@ static void test_snapshot_record(void **state)
     r = fx_expect(f, &m, CAIRN_OK);
     char *job2 = strdup(fx_str(r, "job"));
     cairn_msg_destroy(&r);
-    d = wk_dispatch(f, 0, 3000);
-    char *sn2 = strdup(pstr(params_of(d), "snapshot"));
+    d = fx_wk_dispatch(f, 0, 3000);
+    char *sn2 = strdup(fx_pstr(fx_params(d), "snapshot"));
     cairn_msg_destroy(&d);
     assert_int_equal(wk_result_ok(f, 0, job2), CAIRN_OK);
     r = fx_job_get(f, job2, 0);
@@ -674,7 +558,7 @@ static void test_snapshot_record(void **state)
     cairn_msg_destroy(&r);
     assert_int_equal(coord_snapshot_get(f->c, sn2)->state, COORD_SNAP_FAILED);
     /* EPROTO is no refusal: the worker may have terminated it, a terminate job settles it */
-    d = wk_dispatch(f, 0, 3000);
+    d = fx_wk_dispatch(f, 0, 3000);
     assert_non_null(d);
     assert_string_equal(fx_str(d, "kind"), "sandbox-terminate");
     cairn_msg_destroy(&d);
@@ -742,25 +626,25 @@ static void test_restore_placement(void **state)
     assert_int_equal(per[0], 2);
     assert_int_equal(per[1], 2);
     assert_int_equal(per[2], 0);
-    assert_null(wk_dispatch(f, 2, 100));
+    assert_null(fx_wk_dispatch(f, 2, 100));
     /* the clones: params and records */
     struct coord_job *cj = coord_job_find(f->c, cl[0].job);
     assert_non_null(cj);
     struct cairn_msg *holder = NULL;
     const struct cairn_mval *p = NULL;
     assert_int_equal(coord_value_unpack(cj->rec.params, cj->rec.params_len, "params", &holder, &p), CAIRN_OK);
-    assert_string_equal(pstr(p, "group"), group);
+    assert_string_equal(fx_pstr(p, "group"), group);
     assert_int_equal(cairn_mval_len(cairn_mval_get(p, "layers")), 1);
-    assert_string_equal(pstr(cairn_mval_at(cairn_mval_get(p, "layers"), 0), "image"), image);
+    assert_string_equal(fx_pstr(cairn_mval_at(cairn_mval_get(p, "layers"), 0), "image"), image);
     char name[64];
     snprintf(name, sizeof(name), "%s-root", sn);
-    assert_string_equal(pstr(cairn_mval_get(p, "root"), "image"), name);
+    assert_string_equal(fx_pstr(cairn_mval_get(p, "root"), "image"), name);
     snprintf(name, sizeof(name), "%s-ckpt", sn);
-    assert_string_equal(pstr(cairn_mval_get(p, "ckpt"), "image"), name);
-    assert_int_equal(pu64(cairn_mval_get(p, "ckpt"), "manifest_len"), 200);
+    assert_string_equal(fx_pstr(cairn_mval_get(p, "ckpt"), "image"), name);
+    assert_int_equal(fx_pu64(cairn_mval_get(p, "ckpt"), "manifest_len"), 200);
     assert_int_equal(cairn_mval_len(cairn_mval_get(p, "mounts")), 1);
-    assert_string_equal(pstr(cairn_mval_at(cairn_mval_get(p, "mounts"), 0), "path"), "/data");
-    assert_int_equal(strlen(pstr(p, "runtime_id")), 32);
+    assert_string_equal(fx_pstr(cairn_mval_at(cairn_mval_get(p, "mounts"), 0), "path"), "/data");
+    assert_int_equal(strlen(fx_pstr(p, "runtime_id")), 32);
     cairn_msg_destroy(&holder);
     for (int k = 0; k < 4; k++) {
         struct coord_sandbox *c1 = coord_sandbox_get(f->c, cl[k].sb);
@@ -818,7 +702,7 @@ static void test_restore_placement(void **state)
     size_t nsbs = 0, nclones = 0;
     assert_int_equal(cairn_msg_get_array(r, "sandboxes", &sbs, &nsbs), CAIRN_OK);
     for (size_t k = 0; k < nsbs; k++)
-        nclones += !strcmp(pstr(cairn_mval_at(sbs, k), "restored_from"), sn);
+        nclones += !strcmp(fx_pstr(cairn_mval_at(sbs, k), "restored_from"), sn);
     assert_int_equal(nclones, 4);
     cairn_msg_destroy(&r);
     /* the same req_id: the same group */
@@ -911,10 +795,10 @@ static void test_restore_all_or_nothing(void **state)
     assert_string_equal(sandbox_state(f, cl[1].sb), "failed");
     /* the clones that ran are terminated */
     for (int k = 0; k < 3; k += 2) {
-        struct cairn_msg *d = wk_dispatch(f, cl[k].wi, 3000);
+        struct cairn_msg *d = fx_wk_dispatch(f, cl[k].wi, 3000);
         assert_non_null(d);
         assert_string_equal(fx_str(d, "kind"), "sandbox-terminate");
-        assert_string_equal(pstr(params_of(d), "sandbox"), cl[k].sb);
+        assert_string_equal(fx_pstr(fx_params(d), "sandbox"), cl[k].sb);
         assert_int_equal(wk_result_ok(f, cl[k].wi, fx_str(d, "job")), CAIRN_OK);
         cairn_msg_destroy(&d);
         assert_string_equal(sandbox_state(f, cl[k].sb), "terminated");
@@ -969,10 +853,10 @@ static void test_restore_dead_worker(void **state)
     assert_int_equal(fx_u64(r, "err_code"), CAIRN_EUNAVAILABLE);
     assert_non_null(strstr(fx_str(r, "err_msg"), "w2"));
     cairn_msg_destroy(&r);
-    struct cairn_msg *d = wk_dispatch(f, 0, 3000);
+    struct cairn_msg *d = fx_wk_dispatch(f, 0, 3000);
     assert_non_null(d);
     assert_string_equal(fx_str(d, "kind"), "sandbox-terminate");
-    assert_string_equal(pstr(params_of(d), "sandbox"), cl[survivor].sb);
+    assert_string_equal(fx_pstr(fx_params(d), "sandbox"), cl[survivor].sb);
     cairn_msg_destroy(&d);
 
     /* only w1 is left: a pinned restore on dead w2 is refused */
@@ -1015,8 +899,8 @@ static void test_expiry_and_inheritance(void **state)
     assert_string_equal(s2->parent, sn1);
     m = show_req(f, sn2);
     r = fx_expect(f, &m, CAIRN_OK);
-    assert_string_equal(pstr(cairn_msg_get(r, "snapshot"), "parent"), sn1);
-    assert_int_equal(pu64(cairn_msg_get(r, "snapshot"), "expires_at"), (uint64_t)exp1);
+    assert_string_equal(fx_pstr(cairn_msg_get(r, "snapshot"), "parent"), sn1);
+    assert_int_equal(fx_pu64(cairn_msg_get(r, "snapshot"), "expires_at"), (uint64_t)exp1);
     cairn_msg_destroy(&r);
     /* and through a chain: a clone of sn2, snapshotted again */
     m = restore_req(f, sn2, "r2", 1, NULL);
@@ -1053,7 +937,7 @@ static void test_expiry_and_inheritance(void **state)
     size_t n = 0;
     assert_int_equal(cairn_msg_get_array(r, "snapshots", &arr, &n), CAIRN_OK);
     assert_int_equal(n, 1);
-    assert_string_equal(pstr(cairn_mval_at(arr, 0), "id"), sn4);
+    assert_string_equal(fx_pstr(cairn_mval_at(arr, 0), "id"), sn4);
     cairn_msg_destroy(&r);
     /* the sweep marks them; they become collectable, and collected ones stay tombstones */
     coord_snapshots_sweep(f->c, cairn_clock_now_ns(&f->c->clock));
@@ -1121,8 +1005,8 @@ static void test_ls_show_rm(void **state)
     size_t n = 0;
     assert_int_equal(cairn_msg_get_array(r, "snapshots", &arr, &n), CAIRN_OK);
     assert_int_equal(n, 2);
-    assert_string_equal(pstr(cairn_mval_at(arr, 0), "id"), sorted[0]);
-    assert_string_equal(pstr(cairn_mval_at(arr, 1), "id"), sorted[1]);
+    assert_string_equal(fx_pstr(cairn_mval_at(arr, 0), "id"), sorted[0]);
+    assert_string_equal(fx_pstr(cairn_mval_at(arr, 1), "id"), sorted[1]);
     assert_string_equal(fx_str(r, "next"), sorted[1]);
     cairn_msg_destroy(&r);
     m = fx_app_req(f, CAIRN_MSG_SNAPSHOT_LS);
@@ -1131,7 +1015,7 @@ static void test_ls_show_rm(void **state)
     r = fx_expect(f, &m, CAIRN_OK);
     assert_int_equal(cairn_msg_get_array(r, "snapshots", &arr, &n), CAIRN_OK);
     assert_int_equal(n, 1);
-    assert_string_equal(pstr(cairn_mval_at(arr, 0), "id"), sorted[2]);
+    assert_string_equal(fx_pstr(cairn_mval_at(arr, 0), "id"), sorted[2]);
     assert_null(cairn_msg_get(r, "next"));
     cairn_msg_destroy(&r);
 
@@ -1245,12 +1129,12 @@ static void test_restart(void **state)
     r = fx_expect(f, &m, CAIRN_OK);
     char *pjob = strdup(fx_str(r, "job"));
     cairn_msg_destroy(&r);
-    struct cairn_msg *d = wk_dispatch(f, 1, 3000);
-    char *psn = strdup(pstr(params_of(d), "snapshot"));
+    struct cairn_msg *d = fx_wk_dispatch(f, 1, 3000);
+    char *psn = strdup(fx_pstr(fx_params(d), "snapshot"));
     cairn_msg_destroy(&d);
 
     fx_coord_stop(f);
-    drop_stash();
+    fx_stash_drop(f);
     fx_coord_start(f);
     struct coord_snapshot *s = coord_snapshot_get(f->c, sn);
     assert_non_null(s);
@@ -1294,11 +1178,11 @@ static void test_restart(void **state)
     r = fx_expect(f, &m, CAIRN_OK);
     char *ljob = strdup(fx_str(r, "job"));
     cairn_msg_destroy(&r);
-    d = wk_dispatch(f, 0, 3000);
-    char *lsn = strdup(pstr(params_of(d), "snapshot"));
+    d = fx_wk_dispatch(f, 0, 3000);
+    char *lsn = strdup(fx_pstr(fx_params(d), "snapshot"));
     cairn_msg_destroy(&d);
     fx_coord_stop(f);
-    drop_stash();
+    fx_stash_drop(f);
     /* its job record says running on w1; w1 is recorded dead at the restart */
     struct cairn_kv *kv = NULL;
     assert_int_equal(coord_meta_open(&kv, tu_path("%s/data", f->dir)), CAIRN_OK);
@@ -1353,9 +1237,9 @@ static char *snapshot_with_refs(struct fx *f, const char *sb, const char *req_id
     struct cairn_msg *r = fx_expect(f, &m, CAIRN_OK);
     char *job = strdup(fx_str(r, "job"));
     cairn_msg_destroy(&r);
-    struct cairn_msg *d = wk_dispatch(f, 0, 3000);
+    struct cairn_msg *d = fx_wk_dispatch(f, 0, 3000);
     assert_non_null(d);
-    char *sn = strdup(pstr(params_of(d), "snapshot"));
+    char *sn = strdup(fx_pstr(fx_params(d), "snapshot"));
     cairn_msg_destroy(&d);
     assert_int_equal(wk_refs(f, 0, job, 0, dom, ids, n), CAIRN_OK);
     assert_int_equal(wk_snap_result(f, 0, job, sn, "fp-a", false), CAIRN_OK);
@@ -1385,12 +1269,12 @@ static void test_refs_and_collection(void **state)
     coord_retention_sweep(f->c);
     /* one delete-chunks job per live worker, with chunk 0 only (chunk 1 is sn2's too) */
     for (int i = 0; i < 2; i++) {
-        struct cairn_msg *d = wk_dispatch(f, i, 3000);
+        struct cairn_msg *d = fx_wk_dispatch(f, i, 3000);
         assert_non_null(d);
         assert_string_equal(fx_str(d, "kind"), "delete-chunks");
         const uint8_t *b = NULL;
         size_t bl = 0;
-        assert_int_equal(cairn_mval_bin(cairn_mval_get(params_of(d), "ids"), &b, &bl), CAIRN_OK);
+        assert_int_equal(cairn_mval_bin(cairn_mval_get(fx_params(d), "ids"), &b, &bl), CAIRN_OK);
         assert_int_equal(bl, 32);
         assert_memory_equal(b, ids, 32);
         assert_false(coord_snapshot_get(f->c, sn1)->collected);
