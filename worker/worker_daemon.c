@@ -783,6 +783,7 @@ static int start(struct wk *w)
         .coordinator_key = w->o->no_coordinator ? NULL : w->coord_key,
         .rt = w->rt,
         .layers = w->layers,
+        .data_dir = w->abs_data,
         .capacity = cfg->capacity,
     };
     CAIRN_FORWARD_IF_ERROR(cairn_wk_jobs_new(&w->jobs, &env, (unsigned)cfg->job_threads, (unsigned)cfg->job_queue));

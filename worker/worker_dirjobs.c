@@ -53,13 +53,9 @@ int cairn_wk__data_dir(struct jt *t, char *buf, size_t cap)
     const struct cairn_wk_jobs_env *e = cairn_wk__env(t);
     if (!e->rt)
         return cairn_err_set(CAIRN_EUNAVAILABLE, "worker '%s' runs no sandbox runtime", e->worker_id);
-    const char *root = cairn_runtime_state_root(e->rt);
-    const char *slash = strrchr(root, '/');
-    size_t n = slash ? (size_t)(slash - root) : 0;
-    if (n == 0 || n >= cap)
-        return cairn_err_set(CAIRN_EINVAL, "runtime state root '%s' has no data dir above it", root);
-    memcpy(buf, root, n);
-    buf[n] = '\0';
+    if (!e->data_dir || !*e->data_dir || (size_t)snprintf(buf, cap, "%s", e->data_dir) >= cap)
+        return cairn_err_set(CAIRN_EINVAL, "worker '%s': data dir '%.200s' is missing or too long", e->worker_id,
+                             e->data_dir ? e->data_dir : "");
     return CAIRN_OK;
 }
 

@@ -40,6 +40,7 @@ struct cairn_wk_jobs_env {
     const char *coordinator_key;          /* its public key (Z85) */
     struct cairn_runtime *rt;             /* sandboxes (thread-safe); NULL: sandbox jobs fail EUNAVAILABLE */
     struct cairn_wk_layers *layers;       /* the layer cache (thread-safe) */
+    const char *data_dir;                 /* DATA_DIR, absolute (tmp/ and private/ of the snapshot jobs) */
     uint64_t capacity;                    /* at most this many sandboxes */
 };
 

@@ -112,7 +112,7 @@ int cairn_wk__run_delete_chunks(struct jt *t, const struct job *jb, struct cairn
 /* Remove DATA_DIR/private/<rid> (CSEK layer dirs of a sandbox); rid NULL: every runtime id under private/
    that is not in keep[0..nkeep) (worker start). Failures are logged. */
 void cairn_wk__private_cleanup(const char *data_dir, const char *rid, const char *const *keep, size_t nkeep);
-/* DATA_DIR into buf, derived from the runtime's state root (DATA_DIR/runtime); EUNAVAILABLE without one. */
+/* DATA_DIR (the env's data_dir) into buf; EUNAVAILABLE on a worker without a sandbox runtime. */
 int cairn_wk__data_dir(struct jt *t, char *buf, size_t cap);
 /* worker_memjobs.c (issue 6) */
 int cairn_wk__run_sandbox_snapshot(struct jt *t, const struct job *jb, struct cairn_msg *res);

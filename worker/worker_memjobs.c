@@ -48,7 +48,7 @@
  * runsc.log opened O_APPEND as stdout/stderr (sandbox.c start_and_wait), the one combination under which a
  * restored process keeps writing its output correctly.
  *
- * DATA_DIR is the parent of the runtime's state root (cairn_wk__data_dir). A tmp dir left by a worker
+ * DATA_DIR comes from the job env (cairn_wk__data_dir). A tmp dir left by a worker
  * that died mid-job is not removed by anyone yet (noted limitation).
  */
 #include "worker_jobs_int.h"
