@@ -90,6 +90,19 @@ int cairn__check_id(const char *what, const char *id);
 int cairn__check_req_id(const char *req_id);
 /* A new app request of type t with the app and token on it, or NULL with the error in *rc. */
 struct cairn_msg *cairn__app_req(struct cairn_client *c, enum cairn_msg_type t, const char *what, int *rc);
+/* A paged listing (image ls, sandbox ls, snapshot ls): requests of type t with "limit" = CAIRN__LS_PAGE,
+   "after" and the filter (NULL: none; a str field when str_val != NULL, a bool field set when bool_val),
+   until the coordinator's "next" ends; each page's array `field` goes to page(arg, arr, n), whose error
+   stops the listing and is returned. */
+#define CAIRN__LS_PAGE 1000
+struct cairn__ls_filter {
+    const char *str_key, *str_val;
+    const char *bool_key;
+    bool bool_val;
+};
+typedef int (*cairn__ls_page_fn)(void *arg, const struct cairn_mval *arr, size_t n);
+int cairn__ls_pages(struct cairn_client *c, enum cairn_msg_type t, const char *what, const char *field,
+                    const struct cairn__ls_filter *filter, cairn__ls_page_fn page, void *arg);
 /* req_id, or a fresh "rq-" id when NULL. */
 void cairn__set_req_id(struct cairn_msg *m, const char *req_id);
 /* A string of a job's final reply's result map: key k1, else k2 (may be NULL); "" when neither. */

@@ -40,7 +40,6 @@
 
 #define PIECE_MAX (16u << 20) /* CAIRN_PROTO_MAX_FRAME */
 #define PIECE_RETRIES 5
-#define LS_PAGE 1000
 
 /* ---- upload ---------------------------------------------------------------------------------- */
 
@@ -496,55 +495,34 @@ void cairn_image_list_free(struct cairn_image_list **l)
     *l = NULL;
 }
 
+struct image_pages {
+    struct cairn_image_list *l;
+    size_t cap;
+};
+
+static int image_page(void *arg, const struct cairn_mval *arr, size_t n)
+{
+    struct image_pages *p = arg;
+    struct cairn_image_list *l = p->l;
+    if (n && cairn_array_grow((void **)&l->images, &p->cap, l->n + n, sizeof(*l->images)) != CAIRN_OK)
+        return cairn_err_set(CAIRN_ENOMEM, "image ls: out of memory for %zu images", l->n + n);
+    for (size_t i = 0; i < n; i++)
+        image_from_rec(cairn_mval_at(arr, i), &l->images[l->n++]);
+    return CAIRN_OK;
+}
+
 static int image_ls(struct cairn_client *c, const char *kind, struct cairn_image_list **out)
 {
-    struct cairn_image_list *l = cairn_calloc(1, sizeof(*l));
-    size_t cap = 0;
-    char after[CAIRN_ID_MAX + 1] = "";
-    int rc = CAIRN_OK;
-    if (!l)
+    struct image_pages p = {.l = cairn_calloc(1, sizeof(*p.l))};
+    if (!p.l)
         return cairn_err_set(CAIRN_ENOMEM, "image ls: out of memory");
-    for (;;) {
-        struct cairn_msg *m = cairn__msg_new(CAIRN_MSG_IMAGE_LS), *rep = NULL;
-        if (!m) {
-            rc = CAIRN_ENOMEM;
-            break;
-        }
-        rc = cairn__auth_app(c, m, "image ls");
-        if (rc != CAIRN_OK) {
-            cairn_msg_destroy(&m);
-            break;
-        }
-        cairn_msg_set_u64(m, "limit", LS_PAGE);
-        if (after[0])
-            cairn_msg_set_str(m, "after", after);
-        if (kind)
-            cairn_msg_set_str(m, "kind", kind);
-        rc = cairn__call(c, &m, 0, &rep);
-        if (rc != CAIRN_OK)
-            break;
-        const struct cairn_mval *arr = NULL;
-        size_t n = 0;
-        cairn_msg_get_array(rep, "images", &arr, &n);
-        if (n && cairn_array_grow((void **)&l->images, &cap, l->n + n, sizeof(*l->images)) != CAIRN_OK) {
-            cairn_msg_destroy(&rep);
-            rc = cairn_err_set(CAIRN_ENOMEM, "image ls: out of memory for %zu images", l->n + n);
-            break;
-        }
-        for (size_t i = 0; i < n; i++)
-            image_from_rec(cairn_mval_at(arr, i), &l->images[l->n++]);
-        char next[CAIRN_ID_MAX + 1];
-        cairn__copy_str(cairn_msg_get(rep, "next"), next, sizeof(next));
-        cairn_msg_destroy(&rep);
-        if (!next[0] || n == 0 || !strcmp(next, after))
-            break;
-        snprintf(after, sizeof(after), "%s", next);
-    }
+    const struct cairn__ls_filter filter = {.str_key = "kind", .str_val = kind};
+    int rc = cairn__ls_pages(c, CAIRN_MSG_IMAGE_LS, "image ls", "images", &filter, image_page, &p);
     if (rc != CAIRN_OK) {
-        cairn_image_list_free(&l);
+        cairn_image_list_free(&p.l);
         return rc;
     }
-    *out = l;
+    *out = p.l;
     return CAIRN_OK;
 }
 

@@ -36,7 +36,6 @@
 #define EXEC_NO_LIMIT_MS 86400000u /* a collected exec without a timeout waits up to a day */
 #define PROBE_AFTER_MS 30000u   /* silence on a stream before checking the coordinator */
 #define REORDER_MAX 1024u
-#define LS_PAGE 1000
 
 static int check_id(const char *what, const char *id)
 {
@@ -147,6 +146,39 @@ int cairn__check_req_id(const char *req_id) { return check_req_id(req_id); }
 struct cairn_msg *cairn__app_req(struct cairn_client *c, enum cairn_msg_type t, const char *what, int *rc)
 {
     return app_req(c, t, what, rc);
+}
+
+int cairn__ls_pages(struct cairn_client *c, enum cairn_msg_type t, const char *what, const char *field,
+                    const struct cairn__ls_filter *filter, cairn__ls_page_fn page, void *arg)
+{
+    char after[CAIRN_ID_MAX + 1] = "";
+    int rc = CAIRN_OK;
+    for (;;) {
+        struct cairn_msg *m = app_req(c, t, what, &rc), *rep = NULL;
+        if (!m)
+            break;
+        cairn_msg_set_u64(m, "limit", CAIRN__LS_PAGE);
+        if (after[0])
+            cairn_msg_set_str(m, "after", after);
+        if (filter && filter->str_key && filter->str_val)
+            cairn_msg_set_str(m, filter->str_key, filter->str_val);
+        if (filter && filter->bool_key && filter->bool_val)
+            cairn_msg_set_bool(m, filter->bool_key, true);
+        rc = cairn__call(c, &m, 0, &rep);
+        if (rc != CAIRN_OK)
+            break;
+        const struct cairn_mval *arr = NULL;
+        size_t n = 0;
+        cairn_msg_get_array(rep, field, &arr, &n);
+        rc = page(arg, arr, n);
+        char next[CAIRN_ID_MAX + 1];
+        cairn__copy_str(cairn_msg_get(rep, "next"), next, sizeof(next));
+        cairn_msg_destroy(&rep);
+        if (rc != CAIRN_OK || !next[0] || n == 0 || !strcmp(next, after))
+            break;
+        snprintf(after, sizeof(after), "%s", next);
+    }
+    return rc;
 }
 void cairn__set_req_id(struct cairn_msg *m, const char *req_id) { set_req_id(m, req_id); }
 void cairn__result_str(const struct cairn_msg *rep, const char *k1, const char *k2, char *out, size_t cap)
@@ -664,51 +696,36 @@ static int sandbox_from_rec(const struct cairn_mval *r, struct cairn_sandbox_inf
     return CAIRN_OK;
 }
 
+struct sandbox_pages {
+    struct cairn_sandbox_list *l;
+    size_t cap;
+};
+
+static int sandbox_page(void *arg, const struct cairn_mval *arr, size_t n)
+{
+    struct sandbox_pages *p = arg;
+    struct cairn_sandbox_list *l = p->l;
+    if (n && cairn_array_grow((void **)&l->sandboxes, &p->cap, l->n + n, sizeof(*l->sandboxes)) != CAIRN_OK)
+        return cairn_err_set(CAIRN_ENOMEM, "sandbox ls: out of memory for %zu sandboxes", l->n + n);
+    for (size_t i = 0; i < n; i++) {
+        CAIRN_FORWARD_IF_ERROR(sandbox_from_rec(cairn_mval_at(arr, i), &l->sandboxes[l->n]));
+        l->n++;
+    }
+    return CAIRN_OK;
+}
+
 static int sandbox_ls(struct cairn_client *c, bool all, struct cairn_sandbox_list **out)
 {
-    struct cairn_sandbox_list *l = cairn_calloc(1, sizeof(*l));
-    size_t cap = 0;
-    char after[CAIRN_ID_MAX + 1] = "";
-    int rc = CAIRN_OK;
-    if (!l)
+    struct sandbox_pages p = {.l = cairn_calloc(1, sizeof(*p.l))};
+    if (!p.l)
         return cairn_err_set(CAIRN_ENOMEM, "sandbox ls: out of memory");
-    for (;;) {
-        struct cairn_msg *m = app_req(c, CAIRN_MSG_SANDBOX_LS, "sandbox ls", &rc), *rep = NULL;
-        if (!m)
-            break;
-        cairn_msg_set_u64(m, "limit", LS_PAGE);
-        if (after[0])
-            cairn_msg_set_str(m, "after", after);
-        if (all)
-            cairn_msg_set_bool(m, "all", true);
-        rc = cairn__call(c, &m, 0, &rep);
-        if (rc != CAIRN_OK)
-            break;
-        const struct cairn_mval *arr = NULL;
-        size_t n = 0;
-        cairn_msg_get_array(rep, "sandboxes", &arr, &n);
-        if (n && cairn_array_grow((void **)&l->sandboxes, &cap, l->n + n, sizeof(*l->sandboxes)) != CAIRN_OK) {
-            cairn_msg_destroy(&rep);
-            rc = cairn_err_set(CAIRN_ENOMEM, "sandbox ls: out of memory for %zu sandboxes", l->n + n);
-            break;
-        }
-        for (size_t i = 0; rc == CAIRN_OK && i < n; i++) {
-            rc = sandbox_from_rec(cairn_mval_at(arr, i), &l->sandboxes[l->n]);
-            if (rc == CAIRN_OK)
-                l->n++;
-        }
-        char next[CAIRN_ID_MAX + 1];
-        cairn__copy_str(cairn_msg_get(rep, "next"), next, sizeof(next));
-        cairn_msg_destroy(&rep);
-        if (rc != CAIRN_OK || !next[0] || n == 0 || !strcmp(next, after))
-            break;
-        snprintf(after, sizeof(after), "%s", next);
-    }
+    const struct cairn__ls_filter filter = {.bool_key = "all", .bool_val = all};
+    int rc = cairn__ls_pages(c, CAIRN_MSG_SANDBOX_LS, "sandbox ls", "sandboxes", &filter, sandbox_page, &p);
     if (rc != CAIRN_OK) {
-        cairn_sandbox_list_free(&l);
+        cairn_sandbox_list_free(&p.l);
         return rc;
     }
-    *out = l;
+    *out = p.l;
     return CAIRN_OK;
 }
 

@@ -35,7 +35,6 @@
 #define PATH_MAX_BYTES 4096
 #define RESTORE_MAX 256u /* the wire model's limit per request */
 #define TTL_MAX_S 3153600000ull
-#define LS_PAGE 1000
 
 /* ---- argument checks ------------------------------------------------------------------------- */
 
@@ -366,49 +365,35 @@ static int snapshot_from_rec(const struct cairn_mval *r, struct cairn_snapshot_i
     return CAIRN_OK;
 }
 
+struct snapshot_pages {
+    struct cairn_snapshot_list *l;
+    size_t cap;
+};
+
+static int snapshot_page(void *arg, const struct cairn_mval *arr, size_t n)
+{
+    struct snapshot_pages *p = arg;
+    struct cairn_snapshot_list *l = p->l;
+    if (n && cairn_array_grow((void **)&l->snapshots, &p->cap, l->n + n, sizeof(*l->snapshots)) != CAIRN_OK)
+        return cairn_err_set(CAIRN_ENOMEM, "snapshot ls: out of memory for %zu snapshots", l->n + n);
+    for (size_t i = 0; i < n; i++) {
+        CAIRN_FORWARD_IF_ERROR(snapshot_from_rec(cairn_mval_at(arr, i), &l->snapshots[l->n]));
+        l->n++;
+    }
+    return CAIRN_OK;
+}
+
 static int snapshot_ls(struct cairn_client *c, struct cairn_snapshot_list **out)
 {
-    struct cairn_snapshot_list *l = cairn_calloc(1, sizeof(*l));
-    size_t cap = 0;
-    char after[CAIRN_ID_MAX + 1] = "";
-    int rc = CAIRN_OK;
-    if (!l)
+    struct snapshot_pages p = {.l = cairn_calloc(1, sizeof(*p.l))};
+    if (!p.l)
         return cairn_err_set(CAIRN_ENOMEM, "snapshot ls: out of memory");
-    for (;;) {
-        struct cairn_msg *m = cairn__app_req(c, CAIRN_MSG_SNAPSHOT_LS, "snapshot ls", &rc), *rep = NULL;
-        if (!m)
-            break;
-        cairn_msg_set_u64(m, "limit", LS_PAGE);
-        if (after[0])
-            cairn_msg_set_str(m, "after", after);
-        rc = cairn__call(c, &m, 0, &rep);
-        if (rc != CAIRN_OK)
-            break;
-        const struct cairn_mval *arr = NULL;
-        size_t n = 0;
-        cairn_msg_get_array(rep, "snapshots", &arr, &n);
-        if (n && cairn_array_grow((void **)&l->snapshots, &cap, l->n + n, sizeof(*l->snapshots)) != CAIRN_OK) {
-            cairn_msg_destroy(&rep);
-            rc = cairn_err_set(CAIRN_ENOMEM, "snapshot ls: out of memory for %zu snapshots", l->n + n);
-            break;
-        }
-        for (size_t i = 0; rc == CAIRN_OK && i < n; i++) {
-            rc = snapshot_from_rec(cairn_mval_at(arr, i), &l->snapshots[l->n]);
-            if (rc == CAIRN_OK)
-                l->n++;
-        }
-        char next[CAIRN_ID_MAX + 1];
-        cairn__copy_str(cairn_msg_get(rep, "next"), next, sizeof(next));
-        cairn_msg_destroy(&rep);
-        if (rc != CAIRN_OK || !next[0] || n == 0 || !strcmp(next, after))
-            break;
-        snprintf(after, sizeof(after), "%s", next);
-    }
+    int rc = cairn__ls_pages(c, CAIRN_MSG_SNAPSHOT_LS, "snapshot ls", "snapshots", NULL, snapshot_page, &p);
     if (rc != CAIRN_OK) {
-        cairn_snapshot_list_free(&l);
+        cairn_snapshot_list_free(&p.l);
         return rc;
     }
-    *out = l;
+    *out = p.l;
     return CAIRN_OK;
 }
 
